@@ -1,0 +1,15 @@
+# overopt: scaling laws for reward model overoptimization (Gao, Schulman & Hilton 2022).
+# Wiring only: the science lives in the `overopt` package (workflow/overopt/).
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/world.smk"
+include: "workflow/rules/rm.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,123 @@
+"""Config validation: the schema in workflow/schemas/, then the checks a schema cannot express.
+
+Every error names the offending key, so a bad config fails before any job starts with a
+message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _fill_defaults(config: dict, schema: dict, root: dict) -> None:
+    """Insert schema `default`s for missing optional keys (one level of $ref is enough here)."""
+    for name, sub in schema.get("properties", {}).items():
+        if "$ref" in sub:
+            sub = root["$defs"][sub["$ref"].split("/")[-1]]
+        if name not in config and "default" in sub:
+            config[name] = copy.deepcopy(sub["default"])
+        if isinstance(config.get(name), dict):
+            _fill_defaults(config[name], sub, root)
+
+
+def tiny_params(spec: dict, vocab: int = 100) -> int:
+    """Parameter count of a tiny GPT-2 from its spec (tied embeddings), without building it."""
+    d, L, pos = spec["n_embd"], spec["n_layer"], spec.get("n_positions", 128)
+    block = 12 * d * d + 13 * d  # attention (4 d^2) + MLP (8 d^2) + biases and two layer norms
+    return vocab * d + pos * d + L * block + 2 * d
+
+
+def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    config = copy.deepcopy(dict(config))
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        lines = []
+        for e in errors:
+            if e.validator == "additionalProperties":
+                extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
+                allowed = ", ".join(sorted(e.schema.get("properties", {})))
+                for k in extra:
+                    lines.append(f"config key '{_key(list(e.path) + [k])}': unknown key (allowed here: {allowed})")
+            else:
+                lines.append(f"config key '{_key(e.path)}': {e.message}")
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    _fill_defaults(config, schema, schema)
+
+    models = config["models"]
+    for axis in ("policies", "reward_models"):
+        for i, name in enumerate(config[axis]):
+            if name not in models:
+                raise ConfigError(f"config key '{axis}[{i}]': model {name!r} is not defined under 'models'")
+    for name, spec in models.items():
+        if "tiny" in spec and spec["tiny"]["n_embd"] % spec["tiny"]["n_head"]:
+            raise ConfigError(f"config key 'models.{name}.tiny': n_embd must be divisible by n_head")
+    cmp = config["comparisons"]
+    for i, n in enumerate(config["data_sizes"]):
+        if n > cmp["train_pairs"]:
+            raise ConfigError(
+                f"config key 'data_sizes[{i}]': {n} exceeds comparisons.train_pairs ({cmp['train_pairs']})"
+            )
+    gold = config["gold"]
+    if "tiny" in gold:
+        ref = gold["tiny"]["reference"]
+        if ref not in models:
+            raise ConfigError(f"config key 'gold.tiny.reference': model {ref!r} is not defined under 'models'")
+        if "tiny" not in models[ref]:
+            raise ConfigError(f"config key 'gold.tiny.reference': {ref!r} must be a tiny model")
+        if "count" in gold["tiny"]["terms"] and not gold["tiny"].get("reward_chars"):
+            raise ConfigError("config key 'gold.tiny.reward_chars': required by the 'count' term")
+        gp = tiny_params(models[ref]["tiny"])
+        for name in config["reward_models"]:
+            if "tiny" in models[name] and tiny_params(models[name]["tiny"]) >= gp:
+                raise ConfigError(
+                    f"config key 'gold.tiny.reference': the gold ({ref}, ~{gp} params) must be larger than "
+                    f"every proxy, but reward model {name!r} has ~{tiny_params(models[name]['tiny'])}"
+                )
+    total = max(config["world"]["prompt_chars"] + config["world"]["completion_tokens"], config["pretrain"]["seq_len"])
+    for name, spec in models.items():
+        if "tiny" in spec and spec["tiny"].get("n_positions", 128) < total:
+            raise ConfigError(
+                f"config key 'models.{name}.tiny.n_positions': shorter than prompt + completion "
+                f"or pretrain.seq_len ({total})"
+            )
+    return config
+
+
+def canonical(obj) -> str:
+    """A stable string for a nested structure: what Snakemake params compare across runs."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def main(argv=None) -> int:
+    """`python -m overopt.config CONFIG`: validate a config file and say what is wrong."""
+    import sys
+
+    path = (argv or sys.argv[1:])[0]
+    try:
+        validate(yaml.safe_load(Path(path).read_text()))
+    except ConfigError as e:
+        print(f"{path}: {e}", file=sys.stderr)
+        return 1
+    print(f"{path}: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

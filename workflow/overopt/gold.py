@@ -1,0 +1,157 @@
+"""The gold reward: one scoring interface, text in, one scalar per completion out.
+
+`load_gold(dir)` returns an object with `.score(prompts, completions) -> np.ndarray`.
+Downstream code never knows which kind of gold it holds, so the gold can change without
+touching anything else:
+
+- `kind: hf`: a Hugging Face reward model (sequence classification, num_labels=1), scored on
+  its own tokenisation of prompt + completion.
+- `kind: tiny`: the tiny world's gold, a transparent sum of named terms, each standardised on
+  corpus text and weighted by config. Its structure is known on purpose: a researcher can
+  score a proxy's favourite samples term by term and see which term it failed to learn.
+
+Raw gold is re-centred per policy downstream (mean 0, std 1 on that policy's samples).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .util import atomic_dir, log, write_json
+
+
+# --------------------------------------------------------------------------- tiny gold terms
+
+
+@torch.no_grad()
+def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 256) -> np.ndarray:
+    """Mean log-probability per token of each completion given its prompt."""
+    model.eval()
+    out = np.zeros(len(prompts))
+    for b in range(0, len(prompts), batch_size):
+        ps = tokenizer(prompts[b : b + batch_size], add_special_tokens=False)["input_ids"]
+        cs = tokenizer(completions[b : b + batch_size], add_special_tokens=False)["input_ids"]
+        seqs = [p + c for p, c in zip(ps, cs)]
+        width = max(len(s) for s in seqs)
+        pad = tokenizer.pad_token_id
+        x = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.bool)  # marks completion targets
+        attn = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, (p, s) in enumerate(zip(ps, seqs)):
+            x[i, : len(s)] = torch.tensor(s)
+            attn[i, : len(s)] = 1
+            mask[i, len(p) : len(s)] = True
+        logits = model(input_ids=x, attention_mask=attn).logits[:, :-1].float()
+        lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None])[..., 0]
+        m = mask[:, 1:].float()
+        out[b : b + len(seqs)] = ((lp * m).sum(1) / m.sum(1).clamp(min=1)).numpy()
+    return out
+
+
+def count_term(completions: list[str], chars: str) -> np.ndarray:
+    s = set(chars)
+    return np.array([sum(ch in s for ch in c) for c in completions], dtype=float)
+
+
+def repeat_term(completions: list[str]) -> np.ndarray:
+    """Immediately repeated words ("the the"): a defect one attention head can spot."""
+    return np.array([len(re.findall(r"\b(\w+) \1\b", c)) for c in completions], dtype=float)
+
+
+class TinyGold:
+    def __init__(self, path: Path, spec: dict):
+        from .models import load_causal, load_tokenizer
+
+        self.spec = spec
+        self.weights: dict = spec["terms"]
+        self.stats: dict = spec["stats"]
+        self.tokenizer = load_tokenizer(path / "reference")
+        self.reference = load_causal(path / "reference")
+
+    def terms(self, prompts: list[str], completions: list[str]) -> dict[str, np.ndarray]:
+        out = {}
+        if "fluency" in self.weights:
+            out["fluency"] = completion_logprobs(self.reference, self.tokenizer, prompts, completions)
+        if "count" in self.weights:
+            out["count"] = count_term(completions, self.spec["reward_chars"])
+        if "repeat" in self.weights:
+            out["repeat"] = repeat_term(completions)
+        return out
+
+    def score(self, prompts: list[str], completions: list[str]) -> np.ndarray:
+        total = np.zeros(len(prompts))
+        for name, value in self.terms(prompts, completions).items():
+            mu, sd = self.stats[name]
+            total += self.weights[name] * (value - mu) / sd
+        return total
+
+
+class HFGold:
+    def __init__(self, path: str, batch_size: int = 64):
+        from .models import load_reward, load_tokenizer
+
+        self.tokenizer = load_tokenizer(path)
+        self.model = load_reward(path, pad_token_id=self.tokenizer.pad_token_id).eval()
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], completions: list[str]) -> np.ndarray:
+        out = []
+        texts = [p + c for p, c in zip(prompts, completions)]
+        for b in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[b : b + self.batch_size], return_tensors="pt", padding=True)
+            out.append(self.model(**enc).logits[:, 0].float().numpy())
+        return np.concatenate(out)
+
+
+def load_gold(path: str | Path):
+    path = Path(path)
+    spec = json.loads((path / "gold.json").read_text())
+    if spec["kind"] == "tiny":
+        return TinyGold(path, spec)
+    if spec["kind"] == "hf":
+        return HFGold(spec["path"])
+    raise ValueError(f"{path}/gold.json: unknown gold kind {spec['kind']!r}")
+
+
+def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: str, prompt_chars: int, completion_chars: int, seed: int) -> dict:
+    """Write the gold directory: its spec, its frozen model(s), and term statistics.
+
+    Term statistics are measured on held-out corpus continuations (not on any policy's
+    samples), so the gold does not depend on which policies a study uses.
+    """
+    from .data import random_prompts
+
+    with atomic_dir(out) as tmp:
+        if "hf" in spec:
+            meta = {"kind": "hf", "path": spec["hf"]}
+        else:
+            tiny = spec["tiny"]
+            shutil.copytree(reference_dir, tmp / "reference")
+            meta = {
+                "kind": "tiny",
+                "terms": dict(sorted(tiny["terms"].items())),
+                "reward_chars": tiny.get("reward_chars", ""),
+                "stats": {},
+            }
+            rng = np.random.default_rng(seed)
+            windows = random_prompts(heldout_text, 2000, prompt_chars + completion_chars, rng)
+            prompts = [w[:prompt_chars] for w in windows]
+            completions = [w[prompt_chars:] for w in windows]
+            probe = TinyGold.__new__(TinyGold)
+            probe.spec, probe.weights = meta, meta["terms"]
+            from .models import load_causal, load_tokenizer
+
+            probe.tokenizer = load_tokenizer(tmp / "reference")
+            probe.reference = load_causal(tmp / "reference")
+            for name, v in probe.terms(prompts, completions).items():
+                meta["stats"][name] = [float(v.mean()), float(max(v.std(), 1e-6))]
+            log.info("gold term stats on held-out text: %s", meta["stats"])
+        write_json(meta, Path(tmp) / "gold.json")
+    return meta

@@ -1,0 +1,228 @@
+"""Models are Hugging Face model directories: built here from a `tiny:` spec, or given by `hf:`.
+
+Everything downstream loads a directory with `AutoModelForCausalLM` (policies, LM bases) or
+`AutoModelForSequenceClassification` with `num_labels=1` (reward models) plus `AutoTokenizer`,
+so the tiny world and real scale share one code path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .util import Progress, atomic_dir, log, seed_everything, write_json
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Parameters of the transformer body and head, counting tied weights once."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def tiny_config(spec: dict, tokenizer):
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=int(spec.get("n_positions", 128)),
+        n_embd=int(spec["n_embd"]),
+        n_layer=int(spec["n_layer"]),
+        n_head=int(spec["n_head"]),
+        n_inner=4 * int(spec["n_embd"]),
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token_id is None:  # most causal-LM tokenizers ship without one
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal(path: str | Path, dtype=torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True)
+    return model
+
+
+def load_reward(path: str | Path, dtype=torch.float32, pad_token_id: int | None = None):
+    """A scalar reward model; from an LM base this adds a freshly initialised scalar head."""
+    from transformers import AutoModelForSequenceClassification
+
+    kw = {} if pad_token_id is None else {"pad_token_id": pad_token_id}
+    return AutoModelForSequenceClassification.from_pretrained(
+        str(path), num_labels=1, dtype=dtype, use_safetensors=True, **kw
+    )
+
+
+def encode_corpus(text: str, tokenizer) -> torch.Tensor:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+@torch.no_grad()
+def lm_loss(model, data: torch.Tensor, seq_len: int, n_windows: int, seed: int = 0) -> float:
+    """Mean next-token loss (nats/token) over fixed random windows of `data`."""
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(data) - seq_len - 1, (n_windows,), generator=g)
+    x = torch.stack([data[s : s + seq_len] for s in starts])
+    model.eval()
+    total = 0.0
+    for chunk in x.split(64):
+        total += model(input_ids=chunk, labels=chunk).loss.item() * len(chunk)
+    return total / len(x)
+
+
+def pretrain(
+    spec: dict,
+    train_text: str,
+    val_text: str,
+    tokenizer_dir: str,
+    out: str,
+    steps: int,
+    batch_size: int,
+    seq_len: int,
+    lr: float,
+    seed: int,
+    threads: int,
+) -> dict:
+    """Pretrain a tiny GPT-2 on the corpus by next-character prediction and save it."""
+    from transformers import GPT2LMHeadModel
+
+    seed_everything(seed, threads)
+    tok = load_tokenizer(tokenizer_dir)
+    model = GPT2LMHeadModel(tiny_config(spec, tok))
+    n_params = count_params(model)
+    train = encode_corpus(train_text, tok)
+    val = encode_corpus(val_text, tok)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+    warmup = max(1, steps // 20)
+    # linear warm-up then cosine decay to 10%: standard for short LM runs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))),
+    )
+    g = torch.Generator().manual_seed(seed)
+    prog = Progress(f"pretrain[{n_params} params]", steps)
+    model.train()
+    for step in range(1, steps + 1):
+        starts = torch.randint(0, len(train) - seq_len - 1, (batch_size,), generator=g)
+        x = torch.stack([train[s : s + seq_len] for s in starts])
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        prog(step, loss=loss.item())
+    val_loss = lm_loss(model, val, seq_len, 256)
+    metrics = {
+        "params": n_params,
+        "val_loss_nats_per_char": val_loss,
+        "steps": steps,
+        "tokens_seen": steps * batch_size * seq_len,
+        "seconds": prog.elapsed,
+        "spec": spec,
+    }
+    log.info("pretrained %d params: held-out %.3f nats/char in %.0fs", n_params, val_loss, prog.elapsed)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        write_json(metrics, Path(tmp) / "metrics.json")
+    return metrics
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def banned_token_ids(tokenizer) -> list[int]:
+    """Special tokens are never sampled: completions are plain text of a fixed length."""
+    return sorted({i for i in tokenizer.all_special_ids if i is not None})
+
+
+@torch.no_grad()
+def sample(
+    model,
+    prompt_ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    banned: list[int] | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sample fixed-length completions for equal-length prompts with a KV cache.
+
+    A plain loop over `model(..., past_key_values=...)` rather than `generate`: at tiny sizes
+    `generate`'s per-step bookkeeping costs more than the forward pass itself.
+    """
+    model.eval()
+    logits_bias = torch.zeros(model.config.vocab_size)
+    if banned:
+        logits_bias[banned] = -float("inf")
+    out = model(input_ids=prompt_ids, use_cache=True)
+    past = out.past_key_values
+    logits = out.logits[:, -1, :]
+    new = []
+    for t in range(max_new_tokens):
+        probs = torch.softmax(logits.float() / temperature + logits_bias, dim=-1)
+        nxt = torch.multinomial(probs, 1, generator=generator)
+        new.append(nxt)
+        if t + 1 == max_new_tokens:
+            break
+        out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        logits = out.logits[:, -1, :]
+    return torch.cat(new, dim=1)
+
+
+def sample_texts(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    temperature: float = 1.0,
+) -> list[str]:
+    """Completions (as text) for each prompt; prompts are bucketed by token length, not padded."""
+    g = torch.Generator().manual_seed(seed)
+    banned = banned_token_ids(tokenizer)
+    enc = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    by_len: dict[int, list[int]] = {}
+    for i, ids in enumerate(enc):
+        by_len.setdefault(len(ids), []).append(i)
+    result: list[str | None] = [None] * len(prompts)
+    prog = Progress("sample", len(prompts))
+    done = 0
+    for length in sorted(by_len):
+        idx = by_len[length]
+        for b in range(0, len(idx), batch_size):
+            chunk = idx[b : b + batch_size]
+            x = torch.tensor([enc[i] for i in chunk], dtype=torch.long)
+            y = sample(model, x, max_new_tokens, temperature, banned, g)
+            for i, text in zip(chunk, tokenizer.batch_decode(y, skip_special_tokens=True)):
+                result[i] = text
+            done += len(chunk)
+            prog(done, completions=done)
+    return result  # type: ignore[return-value]
+
+
+def read_metrics(model_dir: str | Path) -> dict:
+    p = Path(model_dir) / "metrics.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def as_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()

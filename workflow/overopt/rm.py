@@ -1,0 +1,101 @@
+"""Proxy reward models: an LM base plus a scalar head, trained with the Bradley-Terry loss."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .data import chosen_rejected, train_subset
+from .models import count_params, load_reward, load_tokenizer, read_metrics
+from .util import Progress, atomic_dir, log, seed_everything, write_json
+
+
+def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """-log sigmoid(r_chosen - r_rejected), averaged; logsigmoid keeps large margins finite."""
+    return -F.logsigmoid(r_chosen - r_rejected).mean()
+
+
+def encode(tokenizer, texts: list[str]) -> dict:
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+
+def rewards(model, tokenizer, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for b in range(0, len(texts), batch_size):
+            out.append(model(**encode(tokenizer, texts[b : b + batch_size])).logits[:, 0].float().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def evaluate(model, tokenizer, df: pd.DataFrame) -> dict:
+    """Validation BT loss and accuracy against the (noise-free) gold labels."""
+    chosen, rejected = chosen_rejected(df.assign(label=df["gold_label"]))
+    rc = torch.tensor(rewards(model, tokenizer, chosen))
+    rr = torch.tensor(rewards(model, tokenizer, rejected))
+    return {"val_loss": bt_loss(rc, rr).item(), "val_acc": float(((rc > rr).float() + 0.5 * (rc == rr).float()).mean())}
+
+
+def train_rm(
+    base_dir: str,
+    comparisons: str,
+    out: str,
+    data_size: int,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    threads: int,
+) -> dict:
+    seed_everything(seed, threads)
+    df = pd.read_parquet(comparisons)
+    train = train_subset(df, data_size)
+    val = df[df["split"] == "val"]
+    tok = load_tokenizer(base_dir)
+    model = load_reward(base_dir, pad_token_id=tok.pad_token_id)
+    n_params = count_params(model)
+    chosen, rejected = chosen_rejected(train)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total = steps_per_epoch * epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    # linear decay to zero over the run: one pass over the data, as in the paper
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(total, 1))
+    g = np.random.default_rng(seed)
+    prog = Progress(f"train_rm[{n_params} params, {data_size} pairs]", total)
+    step = 0
+    for _ in range(epochs):
+        order = g.permutation(len(train))
+        model.train()
+        for b in range(steps_per_epoch):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            enc = encode(tok, [chosen[i] for i in idx] + [rejected[i] for i in idx])
+            r = model(**enc).logits[:, 0]
+            loss = bt_loss(r[: len(idx)], r[len(idx) :])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            prog(step, loss=loss.item())
+    metrics = {
+        **evaluate(model, tok, val),
+        "params": n_params,
+        "base_params": read_metrics(base_dir).get("params", n_params),
+        "train_pairs": int(len(train)),
+        "val_pairs": int(len(val)),
+        "epochs": epochs,
+        "seed": seed,
+        "seconds": prog.elapsed,
+    }
+    log.info("proxy RM: val_acc=%.3f val_loss=%.3f (%d params, %d pairs)", metrics["val_acc"], metrics["val_loss"], n_params, len(train))
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        write_json(metrics, Path(tmp) / "metrics.json")
+    return metrics

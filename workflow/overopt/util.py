@@ -1,0 +1,92 @@
+"""Small shared helpers: seeding, atomic outputs, progress lines with time left."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("overopt")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s", force=True
+    )
+
+
+def seed_everything(seed: int, threads: int | None = None) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path):
+    """Yield a temporary sibling directory; rename it to `final` only if the block succeeds."""
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+@contextlib.contextmanager
+def atomic_file(final: str | Path):
+    """Yield a temporary sibling path; rename it to `final` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}{final.suffix}")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, final)
+
+
+def write_json(obj, path: str | Path) -> None:
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class Progress:
+    """Logs `step/total`, the latest metrics, elapsed time and estimated time left."""
+
+    def __init__(self, what: str, total: int, every_s: float = 5.0):
+        self.what, self.total, self.every_s = what, total, every_s
+        self.t0 = time.time()
+        self.last = -1e9
+
+    def __call__(self, step: int, force: bool = False, **metrics) -> None:
+        now = time.time()
+        if not force and now - self.last < self.every_s and step < self.total:
+            return
+        self.last = now
+        el = now - self.t0
+        left = el / max(step, 1) * (self.total - step)
+        ms = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        log.info("%s step %d/%d %s elapsed=%.1fs left=%.1fs", self.what, step, self.total, ms, el, left)
+
+    @property
+    def elapsed(self) -> float:
+        return time.time() - self.t0

@@ -1,0 +1,51 @@
+# Validated config, wildcard constraints and target helpers. The only place config is read.
+from overopt.config import ConfigError, canonical, validate
+
+try:
+    CFG = validate(config)
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
+
+OUT = CFG["outdir"]
+MODELS = CFG["models"]
+
+
+wildcard_constraints:
+    policy="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    rm="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    model="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    data=r"\d+",
+    seed=r"\d+",
+
+
+def is_tiny(name):
+    return "tiny" in MODELS[name]
+
+
+def base_path(name):
+    """The model directory a downstream job loads: built here (tiny) or given (hf)."""
+    return f"{OUT}/base/{name}" if is_tiny(name) else MODELS[name]["hf"]
+
+
+def base_input(name):
+    """Snakemake input for a model: the pretraining target for tiny models, nothing for hf ids."""
+    return [f"{OUT}/base/{name}"] if is_tiny(name) else []
+
+
+def gpus(*names):
+    """Jobs on real-scale models ask for one GPU; the tiny world runs on CPU."""
+    return 0 if all(is_tiny(n) for n in names) else 1
+
+
+def rm_dirs():
+    return expand(
+        f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}",
+        policy=CFG["policies"],
+        rm=CFG["reward_models"],
+        data=CFG["data_sizes"],
+        seed=CFG["seeds"],
+    )
+
+
+def all_targets():
+    return [f"{OUT}/tables/rm_metrics.csv"]

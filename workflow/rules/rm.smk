@@ -1,0 +1,44 @@
+# Proxy reward models: one per (policy, RM size, data size, seed), and their metrics table.
+
+
+rule train_rm:
+    input:
+        base=lambda w: base_input(w.rm),
+        comparisons=f"{OUT}/comparisons/{{policy}}.parquet",
+    output:
+        directory(f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}"),
+    params:
+        base=lambda w: base_path(w.rm),
+        epochs=CFG["rm_train"]["epochs"],
+        batch_size=CFG["rm_train"]["batch_size"],
+        lr=CFG["rm_train"]["lr"],
+    log:
+        f"{OUT}/logs/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+        gpu=lambda w: gpus(w.rm),
+    shell:
+        "overopt train-rm --base {params.base} --comparisons {input.comparisons} --out {output}"
+        " --data-size {wildcards.data} --seed {wildcards.seed} --epochs {params.epochs}"
+        " --batch-size {params.batch_size} --lr {params.lr} --threads {threads} > {log} 2>&1"
+
+
+rule rm_table:
+    input:
+        rm_dirs(),
+    output:
+        f"{OUT}/tables/rm_metrics.csv",
+    params:
+        metrics=lambda w, input: " ".join(f"{d}/metrics.json" for d in input),
+    log:
+        f"{OUT}/logs/rm_table.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "overopt rm-table --metrics {params.metrics} --out {output} > {log} 2>&1"

@@ -1,0 +1,100 @@
+# The tiny world and the gold: tokenizer, pretrained LM bases, gold RM, labelled comparisons.
+
+
+rule tokenizer:
+    output:
+        directory(f"{OUT}/tokenizer"),
+    log:
+        f"{OUT}/logs/tokenizer.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "overopt tokenizer --out {output} > {log} 2>&1"
+
+
+rule pretrain:
+    input:
+        tokenizer=f"{OUT}/tokenizer",
+    output:
+        directory(f"{OUT}/base/{{model}}"),
+    params:
+        spec=lambda w: canonical(MODELS[w.model]["tiny"]),
+        steps=lambda w: MODELS[w.model]["tiny"].get("steps", CFG["pretrain"]["steps"]),
+        lr=lambda w: MODELS[w.model]["tiny"].get("lr", CFG["pretrain"]["lr"]),
+        batch_size=CFG["pretrain"]["batch_size"],
+        seq_len=CFG["pretrain"]["seq_len"],
+        seed=CFG["pretrain"]["seed"],
+    log:
+        f"{OUT}/logs/pretrain/{{model}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/pretrain/{{model}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+        gpu=0,
+    shell:
+        "overopt pretrain --spec '{params.spec}' --tokenizer {input.tokenizer} --out {output}"
+        " --steps {params.steps} --lr {params.lr} --batch-size {params.batch_size}"
+        " --seq-len {params.seq_len} --seed {params.seed} --threads {threads} > {log} 2>&1"
+
+
+GOLD = CFG["gold"]
+
+
+rule gold:
+    input:
+        reference=base_input(GOLD["tiny"]["reference"]) if "tiny" in GOLD else [],
+    output:
+        directory(f"{OUT}/gold"),
+    params:
+        spec=canonical(GOLD),
+        reference=lambda w, input: f"--reference {input.reference}" if input.reference else "",
+        prompt_chars=CFG["world"]["prompt_chars"],
+        completion_tokens=CFG["world"]["completion_tokens"],
+        seed=GOLD.get("tiny", {}).get("seed", 0),
+    log:
+        f"{OUT}/logs/gold.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "overopt gold --spec '{params.spec}' {params.reference} --out {output}"
+        " --prompt-chars {params.prompt_chars} --completion-tokens {params.completion_tokens}"
+        " --seed {params.seed} > {log} 2>&1"
+
+
+rule comparisons:
+    input:
+        policy=lambda w: base_input(w.policy),
+        gold=f"{OUT}/gold",
+    output:
+        pairs=f"{OUT}/comparisons/{{policy}}.parquet",
+        stats=f"{OUT}/comparisons/{{policy}}.json",
+    params:
+        policy=lambda w: base_path(w.policy),
+        train_pairs=CFG["comparisons"]["train_pairs"],
+        val_pairs=CFG["comparisons"]["val_pairs"],
+        label_noise=CFG["comparisons"]["label_noise"],
+        batch_size=CFG["comparisons"]["batch_size"],
+        seed=CFG["comparisons"]["seed"],
+        prompt_chars=CFG["world"]["prompt_chars"],
+        completion_tokens=CFG["world"]["completion_tokens"],
+    log:
+        f"{OUT}/logs/comparisons/{{policy}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/comparisons/{{policy}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=lambda w: gpus(w.policy),
+    shell:
+        "overopt comparisons --policy {params.policy} --gold {input.gold} --out {output.pairs}"
+        " --train-pairs {params.train_pairs} --val-pairs {params.val_pairs}"
+        " --prompt-chars {params.prompt_chars} --completion-tokens {params.completion_tokens}"
+        " --label-noise {params.label_noise} --batch-size {params.batch_size}"
+        " --seed {params.seed} --threads {threads} > {log} 2>&1"
