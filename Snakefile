@@ -7,6 +7,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/world.smk"
 include: "workflow/rules/rm.smk"
+include: "workflow/rules/bon.smk"
 
 
 rule all:

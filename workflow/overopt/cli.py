@@ -59,6 +59,30 @@ def cmd_rm_table(a):
     rm_table(a.metrics, a.out)
 
 
+def cmd_pool(a):
+    from .bon import make_pool
+
+    make_pool(a.policy, a.out, a.prompts, a.samples, a.prompt_chars, a.completion_tokens, a.batch_size, a.seed, a.threads)
+
+
+def cmd_score_gold(a):
+    from .bon import score_gold
+
+    score_gold(a.pool, a.gold, a.out, a.threads)
+
+
+def cmd_score_proxy(a):
+    from .bon import score_proxy
+
+    score_proxy(a.pool, a.gold_scores, a.rm, a.out, a.threads)
+
+
+def cmd_bon_curve(a):
+    from .bon import write_curve
+
+    write_curve(a.scores, a.out)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="overopt")
     sub = p.add_subparsers(dest="step", required=True)
@@ -118,6 +142,38 @@ def main(argv=None):
     s.add_argument("--metrics", nargs="+", required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_rm_table)
+
+    s = sub.add_parser("pool", help="sample the best-of-n pool from pi_init")
+    s.add_argument("--policy", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--prompts", type=int, required=True)
+    s.add_argument("--samples", type=int, required=True)
+    s.add_argument("--prompt-chars", type=int, required=True)
+    s.add_argument("--completion-tokens", type=int, required=True)
+    s.add_argument("--batch-size", type=int, default=1024)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_pool)
+
+    s = sub.add_parser("score-gold", help="score the pool with the gold")
+    s.add_argument("--pool", required=True)
+    s.add_argument("--gold", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_score_gold)
+
+    s = sub.add_parser("score-proxy", help="score the pool with one proxy RM")
+    s.add_argument("--pool", required=True)
+    s.add_argument("--gold-scores", required=True)
+    s.add_argument("--rm", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_score_proxy)
+
+    s = sub.add_parser("bon-curve", help="best-of-n gold and proxy against d, from one scores file")
+    s.add_argument("--scores", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_bon_curve)
 
     a = p.parse_args(argv)
     setup_logging()

@@ -30,15 +30,22 @@ def corpus_topics() -> list[tuple[str, str]]:
     return out
 
 
-def corpus_split(heldout_every: int = 10) -> tuple[str, str]:
-    """Train and held-out text: every `heldout_every`-th topic is held out, whole.
+def corpus_split(heldout_fraction: float = 0.1) -> tuple[str, str]:
+    """Train and held-out text, split by whole topics so that ~`heldout_fraction` is held out.
 
     Splitting by topic (not by position) keeps held-out prompts about subjects the policy
-    never saw verbatim, as the paper's held-out prompts are.
+    never saw verbatim, as the paper's held-out prompts are. A topic goes to the held-out
+    part whenever that part is below its share so far, which is deterministic.
     """
     train, held = [], []
-    for i, (_, text) in enumerate(corpus_topics()):
-        (held if i % heldout_every == heldout_every - 1 else train).append(text)
+    n_train = n_held = 0
+    for _, text in corpus_topics():
+        if n_held < heldout_fraction * (n_train + n_held):
+            held.append(text)
+            n_held += len(text)
+        else:
+            train.append(text)
+            n_train += len(text)
     return " ".join(train), " ".join(held)
 
 

@@ -1,5 +1,5 @@
 # Validated config, wildcard constraints and target helpers. The only place config is read.
-from overopt.config import ConfigError, canonical, validate
+from overopt.config import ConfigError, canonical, tiny_params, validate
 
 try:
     CFG = validate(config)
@@ -32,20 +32,26 @@ def base_input(name):
     return [f"{OUT}/base/{name}"] if is_tiny(name) else []
 
 
+def pretrain_threads(name):
+    """Larger bases sit on the critical path (the gold's reference above all): give them 2 threads."""
+    return 2 if tiny_params(MODELS[name]["tiny"]) > 500_000 else 1
+
+
 def gpus(*names):
     """Jobs on real-scale models ask for one GPU; the tiny world runs on CPU."""
     return 0 if all(is_tiny(n) for n in names) else 1
 
 
 def rm_dirs():
+    return grid(f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}")
+
+
+def grid(pattern):
+    """`pattern` expanded over every policy x RM x data size x seed."""
     return expand(
-        f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}",
-        policy=CFG["policies"],
-        rm=CFG["reward_models"],
-        data=CFG["data_sizes"],
-        seed=CFG["seeds"],
+        pattern, policy=CFG["policies"], rm=CFG["reward_models"], data=CFG["data_sizes"], seed=CFG["seeds"]
     )
 
 
 def all_targets():
-    return [f"{OUT}/tables/rm_metrics.csv"]
+    return [f"{OUT}/tables/rm_metrics.csv"] + grid(f"{OUT}/bon/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.csv")

@@ -30,7 +30,7 @@ rule pretrain:
         f"{OUT}/logs/pretrain/{{model}}.log",
     benchmark:
         f"{OUT}/benchmarks/pretrain/{{model}}.tsv"
-    threads: 1
+    threads: lambda w: pretrain_threads(w.model)
     resources:
         mem_mb=2000,
         runtime=30,

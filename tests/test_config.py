@@ -1,0 +1,67 @@
+import copy
+
+import pytest
+import yaml
+
+from conftest import ROOT, snakemake_cmd, write_config
+from overopt.config import ConfigError, tiny_params, validate
+
+
+def _bad(cfg, edit):
+    cfg = copy.deepcopy(cfg)
+    edit(cfg)
+    return cfg
+
+
+BAD = {
+    "unknown top-level key": (lambda c: c.update(rm_sizes=[1]), "rm_sizes"),
+    "unknown nested key": (lambda c: c["models"]["r1"]["tiny"].update(n_embed=8), "models.r1.tiny.n_embed"),
+    "negative data size": (lambda c: c.update(data_sizes=[64, -5]), "data_sizes.1"),
+    "zero data size": (lambda c: c.update(data_sizes=[0]), "data_sizes.0"),
+    "data size above the comparison pool": (lambda c: c.update(data_sizes=[100000]), "data_sizes[0]"),
+    "reward model not defined": (lambda c: c.update(reward_models=["r1", "r9"]), "reward_models[1]"),
+    "policy not defined": (lambda c: c.update(policies=["nope"]), "policies[0]"),
+    "seed not an integer": (lambda c: c.update(seeds=[0, 1.5]), "seeds.1"),
+    "seed a string": (lambda c: c.update(seeds=["zero"]), "seeds.0"),
+    "model with two specs": (lambda c: c["models"].update(r1={"tiny": c["models"]["r1"]["tiny"], "hf": "x"}), "models.r1"),
+    "gold reference undefined": (lambda c: c["gold"]["tiny"].update(reference="missing"), "gold.tiny.reference"),
+    "gold not larger than proxies": (lambda c: c["gold"]["tiny"].update(reference="r1"), "gold.tiny.reference"),
+    "heads do not divide width": (lambda c: c["models"]["r2"]["tiny"].update(n_head=3), "models.r2.tiny"),
+    "label noise out of range": (lambda c: c["comparisons"].update(label_noise=0.7), "comparisons.label_noise"),
+    "missing section": (lambda c: c.pop("rm_train"), "rm_train"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_config_names_the_key(smoke_config, case):
+    edit, key = BAD[case]
+    with pytest.raises(ConfigError) as e:
+        validate(_bad(smoke_config, edit))
+    assert key in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("case", ["unknown nested key", "zero data size", "reward model not defined", "seed not an integer"])
+def test_bad_config_stops_snakemake_before_any_job(smoke_config, tmp_path, case):
+    edit, key = BAD[case]
+    write_config(tmp_path, _bad(smoke_config, edit))
+    r = snakemake_cmd(tmp_path, "--cores", "1")
+    assert r.returncode != 0
+    assert key in r.stdout + r.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_shipped_configs_validate(smoke_config):
+    cfg = validate(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    assert cfg["comparisons"]["label_noise"] == 0.0  # defaults are filled in
+    validate(smoke_config)
+
+
+def test_tiny_params_matches_built_model():
+    from overopt.data import build_char_tokenizer
+    from overopt.models import count_params, tiny_config
+    from transformers import GPT2LMHeadModel
+
+    tok = build_char_tokenizer("".join(chr(i) for i in range(32, 32 + 96)) + "a")
+    spec = {"n_layer": 2, "n_embd": 32, "n_head": 4}
+    model = GPT2LMHeadModel(tiny_config(spec, tok))
+    assert tiny_params(spec, vocab=len(tok)) == count_params(model)

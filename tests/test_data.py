@@ -1,0 +1,90 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from overopt.data import build_char_tokenizer, corpus_split, flip_labels, make_pairs, random_prompts, train_subset, chosen_rejected
+from overopt.rm import bt_loss
+
+
+def test_bt_loss_matches_hand_computed_values():
+    rc = torch.tensor([2.0, 0.0, -1.0])
+    rr = torch.tensor([0.0, 0.0, 1.0])
+    # -log sigmoid(2), -log sigmoid(0), -log sigmoid(-2)
+    want = np.mean([np.log1p(np.exp(-2.0)), np.log(2.0), np.log1p(np.exp(2.0))])
+    assert bt_loss(rc, rr).item() == pytest.approx(want, rel=1e-6)
+    # stays finite for huge margins, where log(sigmoid(x)) would underflow to -inf
+    assert torch.isfinite(bt_loss(torch.tensor([-200.0]), torch.tensor([200.0])))
+    assert bt_loss(torch.tensor([-200.0]), torch.tensor([200.0])).item() == pytest.approx(400.0)
+
+
+def test_bt_loss_gradient_pushes_chosen_up():
+    rc = torch.tensor([0.5], requires_grad=True)
+    rr = torch.tensor([0.5], requires_grad=True)
+    bt_loss(rc, rr).backward()
+    assert rc.grad.item() == pytest.approx(-0.5) and rr.grad.item() == pytest.approx(0.5)
+
+
+def test_flip_labels_rate_and_determinism():
+    lab = np.ones(20000, dtype=np.int8)
+    assert (flip_labels(lab, 0.0, np.random.default_rng(0)) == lab).all()
+    flipped = flip_labels(lab, 0.25, np.random.default_rng(1))
+    rate = (flipped != lab).mean()
+    assert abs(rate - 0.25) < 4 * np.sqrt(0.25 * 0.75 / len(lab))
+    again = flip_labels(lab, 0.25, np.random.default_rng(1))
+    assert (flipped == again).all()
+    with pytest.raises(ValueError, match="label_noise"):
+        flip_labels(lab, 0.6, np.random.default_rng(0))
+
+
+def _pairs(noise=0.0, seed=0):
+    prompts = [f"p{i}" for i in range(10)]
+    a = [f"a{i}" for i in range(10)]
+    b = [f"b{i}" for i in range(10)]
+    ga = np.array([1, 0, 3, 3, 0, 5, 1, 2, 0, 9.0])
+    gb = np.array([0, 1, 2, 3, 1, 4, 2, 1, 1, 0.0])
+    return make_pairs(prompts, a, b, ga, gb, n_val=3, label_noise=noise, rng=np.random.default_rng(seed))
+
+
+def test_make_pairs_labels_split_and_chosen():
+    df = _pairs()
+    assert list(df["split"]) == ["train"] * 7 + ["val"] * 3
+    expect = [1, 0, 1, None, 0, 1, 0, 1, 0, 1]
+    for got, want in zip(df["gold_label"], expect):
+        if want is not None:
+            assert got == want
+    assert df.loc[3, "gold_label"] in (0, 1)  # the tie was broken, not dropped
+    chosen, rejected = chosen_rejected(df)
+    assert chosen[0] == "p0a0" and rejected[0] == "p0b0"
+    assert chosen[1] == "p1b1" and rejected[1] == "p1a1"
+
+
+def test_label_noise_touches_train_split_only():
+    df = _pairs(noise=0.45, seed=3)
+    val = df[df["split"] == "val"]
+    assert (val["label"] == val["gold_label"]).all()
+    flipped = [_pairs(noise=0.45, seed=s) for s in range(20)]
+    assert any((d["label"] != d["gold_label"]).any() for d in flipped)
+
+
+def test_train_subsets_are_nested():
+    df = _pairs()
+    small, big = train_subset(df, 3), train_subset(df, 6)
+    assert list(small["pair_id"]) == list(big["pair_id"][:3])
+    assert (big["split"] == "train").all()
+    with pytest.raises(ValueError, match="exceeds"):
+        train_subset(df, 8)
+
+
+def test_corpus_split_and_tokenizer_roundtrip():
+    train, held = corpus_split()
+    assert len(train) > 300_000 and len(held) > 20_000
+    assert held not in train and held[:200] not in train
+    tok = build_char_tokenizer(train + held)
+    text = held[1000:1100]
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text) and tok.decode(ids) == text
+    assert {tok.pad_token_id, tok.bos_token_id, tok.eos_token_id} == {0, 1, 2}
+    prompts = random_prompts(train, 50, 24, np.random.default_rng(0))
+    assert all(len(p) == 24 for p in prompts)
+    assert prompts == random_prompts(train, 50, 24, np.random.default_rng(0))

@@ -1,0 +1,86 @@
+# Best-of-n: one pi_init pool per policy, scored once by gold and once per proxy; curves.
+
+
+rule pool:
+    input:
+        policy=lambda w: base_input(w.policy),
+    output:
+        f"{OUT}/pool/{{policy}}.parquet",
+    params:
+        policy=lambda w: base_path(w.policy),
+        prompts=CFG["bon"]["prompts"],
+        samples=CFG["bon"]["samples"],
+        batch_size=CFG["bon"]["batch_size"],
+        seed=CFG["bon"]["seed"],
+        prompt_chars=CFG["world"]["prompt_chars"],
+        completion_tokens=CFG["world"]["completion_tokens"],
+    log:
+        f"{OUT}/logs/pool/{{policy}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/pool/{{policy}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=lambda w: gpus(w.policy),
+    shell:
+        "overopt pool --policy {params.policy} --out {output} --prompts {params.prompts}"
+        " --samples {params.samples} --prompt-chars {params.prompt_chars}"
+        " --completion-tokens {params.completion_tokens} --batch-size {params.batch_size}"
+        " --seed {params.seed} --threads {threads} > {log} 2>&1"
+
+
+rule score_gold:
+    input:
+        pool=f"{OUT}/pool/{{policy}}.parquet",
+        gold=f"{OUT}/gold",
+    output:
+        f"{OUT}/pool/{{policy}}.gold.parquet",
+    log:
+        f"{OUT}/logs/score_gold/{{policy}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/score_gold/{{policy}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1 if "hf" in CFG["gold"] else 0,
+    shell:
+        "overopt score-gold --pool {input.pool} --gold {input.gold} --out {output}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule score_proxy:
+    input:
+        pool=f"{OUT}/pool/{{policy}}.parquet",
+        gold_scores=f"{OUT}/pool/{{policy}}.gold.parquet",
+        rm=f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}",
+    output:
+        f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.parquet",
+    log:
+        f"{OUT}/logs/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=lambda w: gpus(w.rm),
+    shell:
+        "overopt score-proxy --pool {input.pool} --gold-scores {input.gold_scores} --rm {input.rm}"
+        " --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule bon_curve:
+    input:
+        f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.parquet",
+    output:
+        f"{OUT}/bon/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.csv",
+    log:
+        f"{OUT}/logs/bon/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "overopt bon-curve --scores {input} --out {output} > {log} 2>&1"
