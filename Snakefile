@@ -8,6 +8,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/world.smk"
 include: "workflow/rules/rm.smk"
 include: "workflow/rules/bon.smk"
+include: "workflow/rules/rl.smk"
 
 
 rule all:

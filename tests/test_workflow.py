@@ -11,6 +11,21 @@ from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, 
 from conftest import ROOT, write_config
 
 
+# aggregation targets that read every proxy
+FIGS = ["fig01_bon", "fig01_rl", "fig08_bon_vs_rl", "fig09_kl_penalty", "fig14_rl_kl"]
+DOWNSTREAM = {"results/tables/rm_metrics.csv", "results/fits/bon.csv", "results/fits/rl.csv"} | {
+    f"results/figures/{f}.{ext}" for f in FIGS for ext in ("pdf", "png")}
+
+
+def per_proxy(rm, data, rl=True):
+    """Every target of one proxy: itself, its pool scores and curve, and its PPO runs."""
+    out = {f"results/rm/p/{rm}/n{data}/s0", f"results/scores/p/{rm}/n{data}/s0.parquet",
+           f"results/bon/p/{rm}/n{data}/s0.csv"}
+    if rl:
+        out |= {f"results/rl/p/{rm}/n{data}/kl{k}/s0.csv" for k in (0, 0.5)}
+    return out
+
+
 def dry_run(workdir: Path) -> set[str]:
     """Files Snakemake would (re)create, from a dry run of the full workflow."""
     updated: list[str] = []
@@ -40,6 +55,49 @@ def test_smoke_run_writes_every_proxy(smoke_run, smoke_config):
     assert not list((smoke_run / "results").rglob(".*tmp-*"))  # no half-written leftovers
 
 
+def test_smoke_run_writes_bon_scores_curves_fits_and_figure(smoke_run, smoke_config):
+    res = smoke_run / "results"
+    n_prompts, n_samples = smoke_config["bon"]["prompts"], smoke_config["bon"]["samples"]
+    for rm in smoke_config["reward_models"]:
+        s = pd.read_parquet(res / "scores" / "p" / rm / "n64" / "s0.parquet")
+        assert list(s.columns) == ["prompt_id", "sample_id", "proxy", "gold"]
+        assert len(s) == n_prompts * n_samples
+        assert abs(s["proxy"].mean()) < 1e-6 and abs(s["gold"].mean()) < 1e-6  # re-centred on pi_init
+        c = pd.read_csv(res / "bon" / "p" / rm / "n64" / "s0.csv")
+        assert list(c.columns) == ["n", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]
+        assert c["n"].iloc[0] == 1 and c["n"].iloc[-1] == n_samples
+    fits = pd.read_csv(res / "fits" / "bon.csv")
+    assert len(fits) == 4
+    for col in ["policy", "rm", "rm_params", "data", "seed", "alpha", "beta", "r2", "d_peak", "gold_peak",
+                "alpha_lo", "alpha_hi", "beta_lo", "beta_hi"]:
+        assert col in fits.columns
+    assert (fits["alpha_lo"] <= fits["alpha_hi"]).all()
+    for ext in ("pdf", "png"):
+        assert (res / "figures" / f"fig01_bon.{ext}").stat().st_size > 10_000
+
+
+def test_changing_a_kl_penalty_reruns_only_rl(smoke_copy, smoke_config):
+    cfg = copy.deepcopy(smoke_config)
+    cfg["kl_penalties"] = [0, 0.25]
+    write_config(smoke_copy, cfg)
+    got = dry_run(smoke_copy)
+    assert got == {f"results/rl/p/{r}/n128/kl0.25/s0.csv" for r in ("r1", "r2")} | {"results/fits/rl.csv"} | {
+        f"results/figures/{f}.{e}" for f in FIGS[1:] for e in ("pdf", "png")}
+
+
+def test_smoke_run_writes_rl_runs_fits_and_figures(smoke_run):
+    res = smoke_run / "results"
+    for r in ("r1", "r2"):
+        for k in (0, 0.5):
+            c = pd.read_csv(res / "rl" / "p" / r / "n128" / f"kl{k}" / "s0.csv")
+            assert list(c.columns) == ["step", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]
+            assert list(c["step"]) == [0, 2, 4]
+            assert abs(c["kl"].iloc[0]) < 1e-5  # at step 0 the policy is pi_init
+    fits = pd.read_csv(res / "fits" / "rl.csv")
+    assert len(fits) == 4 and "kl_penalty" in fits.columns
+    assert not list(res.glob("rl_checkpoints/**/meta.json"))
+
+
 def test_nothing_reruns_after_full_run(smoke_copy):
     assert dry_run(smoke_copy) == set()
 
@@ -48,19 +106,17 @@ def test_changing_one_rm_spec_reruns_only_its_jobs(smoke_copy, smoke_config):
     cfg = copy.deepcopy(smoke_config)
     cfg["models"]["r2"]["tiny"]["steps"] = 25
     write_config(smoke_copy, cfg)
-    assert dry_run(smoke_copy) == {
-        "results/base/r2",
-        "results/rm/p/r2/n64/s0",
-        "results/rm/p/r2/n128/s0",
-        "results/tables/rm_metrics.csv",
-    }
+    assert dry_run(smoke_copy) == {"results/base/r2"} | per_proxy("r2", 64, rl=False) | per_proxy("r2", 128) | DOWNSTREAM
 
 
 def test_adding_a_data_size_adds_only_its_jobs(smoke_copy, smoke_config):
     cfg = copy.deepcopy(smoke_config)
     cfg["data_sizes"] = [64, 128, 96]
     write_config(smoke_copy, cfg)
-    assert dry_run(smoke_copy) == {"results/rm/p/r1/n96/s0", "results/rm/p/r2/n96/s0", "results/tables/rm_metrics.csv"}
+    # not in rl.data_sizes, so no PPO runs for it
+    new = per_proxy("r1", 96, rl=False) | per_proxy("r2", 96, rl=False)
+    # RL figures redraw (Fig. 8 reads every best-of-n curve); RL fits do not change
+    assert dry_run(smoke_copy) == new | DOWNSTREAM - {"results/fits/rl.csv"}
 
 
 def test_changing_rm_lr_reruns_every_proxy_but_no_upstream(smoke_copy, smoke_config):
@@ -68,4 +124,6 @@ def test_changing_rm_lr_reruns_every_proxy_but_no_upstream(smoke_copy, smoke_con
     cfg["rm_train"]["lr"] = 0.002
     write_config(smoke_copy, cfg)
     got = dry_run(smoke_copy)
-    assert got == {f"results/rm/p/{r}/n{n}/s0" for r in ("r1", "r2") for n in (64, 128)} | {"results/tables/rm_metrics.csv"}
+    per_rm = set().union(*(per_proxy(r, 64, rl=False) | per_proxy(r, 128) for r in ("r1", "r2")))
+    assert got == per_rm | DOWNSTREAM
+    assert not any(p.startswith(("results/base", "results/pool", "results/comparisons", "results/gold")) for p in got)

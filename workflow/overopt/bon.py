@@ -131,11 +131,35 @@ def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int
     df = pd.read_parquet(pool)
     tok = load_tokenizer(rm_dir)
     model = load_reward(rm_dir, pad_token_id=tok.pad_token_id)
-    r = rewards(model, tok, (df["prompt"] + df["completion"]).tolist(), batch_size=512)
+    r = rewards(model, tok, (df["prompt"] + df["completion"]).tolist())
     gold = pd.read_parquet(gold_scores)
     res = df[["prompt_id", "sample_id"]].assign(proxy=r - r.mean()).merge(gold[["prompt_id", "sample_id", "gold"]])
+    write_scores(res, out, proxy_offset=float(r.mean()))
+
+
+def write_scores(res, out: str, proxy_offset: float) -> None:
+    """The scores table, with the proxy's raw pi_init mean kept as file metadata so that RL
+    can re-centre its proxy scores on exactly the same origin."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .util import atomic_file
+
+    table = pa.Table.from_pandas(res, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           b"overopt": json.dumps({"proxy_offset": proxy_offset}).encode()})
     with atomic_file(out) as tmp:
-        res.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
+
+
+def proxy_offset(scores: str) -> float:
+    import json
+
+    import pyarrow.parquet as pq
+
+    return json.loads(pq.read_schema(scores).metadata[b"overopt"])["proxy_offset"]
 
 
 def scores_matrix(df) -> tuple[np.ndarray, np.ndarray]:

@@ -83,6 +83,56 @@ def cmd_bon_curve(a):
     write_curve(a.scores, a.out)
 
 
+def cmd_fit_bon(a):
+    from .fit import fit_bon_table
+
+    fit_bon_table(a.scores, a.metrics, a.out, a.bootstrap)
+
+
+def cmd_fig_bon(a):
+    import pandas as pd
+
+    from .plots import fig_curves, load_curves
+
+    fig_curves(load_curves(a.curves), pd.read_csv(a.fits), "bon", a.out, "best-of-n")
+
+
+def cmd_ppo(a):
+    import pandas as pd
+
+    from .bon import proxy_offset
+    from .data import corpus_split, random_prompts
+    import numpy as np
+
+    from .ppo import PPOConfig, gold_score_fn, proxy_reward_fn, run_ppo
+
+    train, _ = corpus_split()
+    train_prompts = random_prompts(train, 20000, a.prompt_chars, np.random.default_rng(a.seed + 1000))
+    pool = pd.read_parquet(a.pool, columns=["prompt_id", "prompt"]).drop_duplicates("prompt_id").sort_values("prompt_id")
+    cfg = PPOConfig(**{k: getattr(a, k) for k in PPOConfig.__dataclass_fields__})
+    run_ppo(a.policy, proxy_reward_fn(a.rm, proxy_offset(a.scores)), gold_score_fn(a.gold, a.pool_gold), a.out,
+            a.checkpoint, train_prompts, pool["prompt"].tolist(), a.completion_tokens, cfg, a.threads, a.stop_after)
+
+
+def cmd_fit_rl(a):
+    from .fit import fit_rl_table
+
+    fit_rl_table(a.runs, a.metrics, a.out, a.min_d, a.bootstrap)
+
+
+def cmd_fig_rl(a):
+    import pandas as pd
+
+    from .plots import fig_bon_vs_rl, fig_curves, fig_kl_penalty, fig_rl_kl, load_curves
+
+    rl, rl_fits = load_curves(a.runs), pd.read_csv(a.fits)
+    fig_curves(rl, rl_fits, "rl", a.fig01, "RL")
+    fig_rl_kl(rl, rl_fits, a.fig14)
+    fig_kl_penalty(rl, rl_fits, a.fig09)
+    if a.bon_curves:
+        fig_bon_vs_rl(load_curves(a.bon_curves), rl, pd.read_csv(a.bon_fits), rl_fits, a.fig08)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="overopt")
     sub = p.add_subparsers(dest="step", required=True)
@@ -174,6 +224,49 @@ def main(argv=None):
     s.add_argument("--scores", required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_bon_curve)
+
+    s = sub.add_parser("fit-bon", help="fit d(alpha - beta d) to every best-of-n curve")
+    s.add_argument("--scores", nargs="+", required=True)
+    s.add_argument("--metrics", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--bootstrap", type=int, default=200)
+    s.set_defaults(fn=cmd_fit_bon)
+
+    s = sub.add_parser("fig-bon", help="Figure 1 (best-of-n)")
+    s.add_argument("--curves", nargs="+", required=True)
+    s.add_argument("--fits", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_fig_bon)
+
+    s = sub.add_parser("ppo", help="optimise the policy against one proxy RM with PPO")
+    for k in ("policy", "rm", "gold", "pool", "pool_gold", "scores", "out", "checkpoint"):
+        s.add_argument(f"--{k.replace('_', '-')}", required=True)
+    s.add_argument("--prompt-chars", type=int, required=True)
+    s.add_argument("--completion-tokens", type=int, required=True)
+    from .ppo import PPOConfig
+
+    for k, f in PPOConfig.__dataclass_fields__.items():
+        s.add_argument(f"--{k.replace('_', '-')}", type=type(f.default), default=f.default)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    s.set_defaults(fn=cmd_ppo)
+
+    s = sub.add_parser("fit-rl", help="fit d(alpha - beta log d) to every PPO run")
+    s.add_argument("--runs", nargs="+", required=True)
+    s.add_argument("--metrics", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--min-d", type=float, required=True)
+    s.add_argument("--bootstrap", type=int, default=200)
+    s.set_defaults(fn=cmd_fit_rl)
+
+    s = sub.add_parser("fig-rl", help="Figures 1 (RL), 8, 9 and 14")
+    s.add_argument("--runs", nargs="+", required=True)
+    s.add_argument("--fits", required=True)
+    s.add_argument("--bon-curves", nargs="*", default=[])
+    s.add_argument("--bon-fits", default=None)
+    for k in ("fig01", "fig08", "fig09", "fig14"):
+        s.add_argument(f"--{k}", required=True)
+    s.set_defaults(fn=cmd_fig_rl)
 
     a = p.parse_args(argv)
     setup_logging()

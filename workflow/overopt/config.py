@@ -74,6 +74,9 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
             raise ConfigError(
                 f"config key 'data_sizes[{i}]': {n} exceeds comparisons.train_pairs ({cmp['train_pairs']})"
             )
+    for i, n in enumerate(config["rl"].get("data_sizes", [])):
+        if n not in config["data_sizes"]:
+            raise ConfigError(f"config key 'rl.data_sizes[{i}]': {n} is not one of data_sizes")
     gold = config["gold"]
     if "tiny" in gold:
         ref = gold["tiny"]["reference"]

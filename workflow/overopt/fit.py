@@ -39,3 +39,109 @@ def peak(form: str, alpha: float, beta: float) -> dict:
         return {"d_peak": float("nan"), "gold_peak": float("nan")}
     d = alpha / (2 * beta) if form == "bon" else float(np.exp(alpha / beta - 1))
     return {"d_peak": float(d), "gold_peak": float(predict(form, [d], alpha, beta)[0])}
+
+
+def bootstrap(form: str, d: np.ndarray, per_prompt: np.ndarray, B: int = 200, seed: int = 0) -> dict:
+    """95% intervals of alpha and beta from resampling prompts (rows of `per_prompt`)."""
+    rng = np.random.default_rng(seed)
+    P = per_prompt.shape[0]
+    ab = np.array([
+        [f["alpha"], f["beta"]]
+        for f in (fit_curve(form, d, per_prompt[rng.integers(0, P, P)].mean(0)) for _ in range(B))
+    ])
+    lo, hi = np.percentile(ab, [2.5, 97.5], axis=0)
+    return {"alpha_lo": lo[0], "alpha_hi": hi[0], "beta_lo": lo[1], "beta_hi": hi[1]}
+
+
+def fit_bon_table(scores: list[str], metrics: list[str], out: str, B: int = 200) -> "pd.DataFrame":
+    """One row per best-of-n curve: the fit, its bootstrap intervals, and the measured peak."""
+    import json
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .bon import bon_kl, bon_per_prompt, n_grid, scores_matrix
+    from .util import atomic_file
+
+    pat = re.compile(r"(?P<policy>[^/]+)/(?P<rm>[^/]+)/n(?P<data>\d+)/s(?P<seed>\d+)\.parquet$")
+    params = {}
+    for m in metrics:
+        k = re.search(r"rm/(.+)/metrics\.json$", Path(m).as_posix()).group(1)
+        params[k] = json.loads(Path(m).read_text())
+    rows = []
+    for path in scores:
+        g = pat.search(Path(path).as_posix())
+        proxy, gold = scores_matrix(pd.read_parquet(path))
+        ns = n_grid(proxy.shape[1])
+        d = np.sqrt(bon_kl(ns))
+        per_gold, per_proxy = bon_per_prompt(proxy, gold, ns)
+        curve = per_gold.mean(0)
+        m = params[f"{g['policy']}/{g['rm']}/n{g['data']}/s{g['seed']}"]
+        i = int(np.argmax(curve))
+        rows.append({
+            "policy": g["policy"], "rm": g["rm"], "rm_params": m["params"], "data": int(g["data"]),
+            "seed": int(g["seed"]), "val_acc": m["val_acc"], "val_loss": m["val_loss"],
+            **fit_curve("bon", d, curve), **bootstrap("bon", d, per_gold, B),
+            "gold_max": float(curve[i]), "d_at_max": float(d[i]), "gold_end": float(curve[-1]),
+            "d_end": float(d[-1]), "proxy_end": float(per_proxy.mean(0)[-1]),
+            "proxy_monotone": bool(np.all(np.diff(per_proxy.mean(0)) >= -1e-9)),
+        })
+    cols = ["policy", "rm", "rm_params", "data", "seed", "alpha", "alpha_lo", "alpha_hi", "beta", "beta_lo",
+            "beta_hi", "r2", "d_peak", "gold_peak"]
+    df = pd.DataFrame(rows)
+    df = df[cols + [c for c in df.columns if c not in cols]].sort_values(["policy", "rm_params", "data", "seed"])
+    with atomic_file(out) as tmp:
+        df.to_csv(tmp, index=False)
+    return df
+
+
+def fit_rl_table(runs: list[str], metrics: list[str], out: str, min_d: float, B: int = 200) -> "pd.DataFrame":
+    """One row per PPO run: d(alpha - beta log d) fitted on points with d >= `min_d`.
+
+    The RL form is known to fail very near d = 0 (paper, Sec. 3.1), hence the cut-off. The
+    intervals are a parametric bootstrap: each evaluated point is redrawn from N(gold, gold_se).
+    """
+    import json
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .util import atomic_file
+
+    pat = re.compile(r"(?P<policy>[^/]+)/(?P<rm>[^/]+)/n(?P<data>\d+)/kl(?P<kl>[^/]+)/s(?P<seed>\d+)\.csv$")
+    params = {re.search(r"rm/(.+)/metrics\.json$", Path(m).as_posix()).group(1): json.loads(Path(m).read_text())
+              for m in metrics}
+    rng = np.random.default_rng(0)
+    rows = []
+    for path in runs:
+        g = pat.search(Path(path).as_posix())
+        c = pd.read_csv(path)
+        m = params[f"{g['policy']}/{g['rm']}/n{g['data']}/s{g['seed']}"]
+        keep = c["d"] >= min_d
+        d, r, se = c.loc[keep, "d"].to_numpy(), c.loc[keep, "gold"].to_numpy(), c.loc[keep, "gold_se"].to_numpy()
+        i = int(np.argmax(c["gold"]))
+        row = {"policy": g["policy"], "rm": g["rm"], "rm_params": m["params"], "data": int(g["data"]),
+               "kl_penalty": float(g["kl"]), "seed": int(g["seed"]), "val_acc": m["val_acc"], "val_loss": m["val_loss"],
+               "fit_points": int(keep.sum()), "fit_min_d": min_d,
+               "gold_max": float(c["gold"].iloc[i]), "d_at_max": float(c["d"].iloc[i]),
+               "step_at_max": int(c["step"].iloc[i]), "gold_end": float(c["gold"].iloc[-1]),
+               "d_end": float(c["d"].iloc[-1]), "proxy_end": float(c["proxy"].iloc[-1])}
+        if keep.sum() >= 3:
+            row.update(fit_curve("rl", d, r))
+            ab = np.array([[f["alpha"], f["beta"]] for f in
+                           (fit_curve("rl", d, r + se * rng.standard_normal(len(r))) for _ in range(B))])
+            lo, hi = np.percentile(ab, [2.5, 97.5], axis=0)
+            row.update(alpha_lo=lo[0], alpha_hi=hi[0], beta_lo=lo[1], beta_hi=hi[1])
+        rows.append(row)
+    cols = ["policy", "rm", "rm_params", "data", "kl_penalty", "seed", "alpha", "alpha_lo", "alpha_hi", "beta",
+            "beta_lo", "beta_hi", "r2", "d_peak", "gold_peak"]
+    df = pd.DataFrame(rows)
+    for col in cols:
+        if col not in df:
+            df[col] = np.nan
+    df = df[cols + [c for c in df.columns if c not in cols]].sort_values(["policy", "rm_params", "data", "kl_penalty", "seed"])
+    with atomic_file(out) as tmp:
+        df.to_csv(tmp, index=False)
+    return df

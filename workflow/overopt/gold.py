@@ -30,7 +30,7 @@ from .util import atomic_dir, log, write_json
 
 
 @torch.no_grad()
-def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 256) -> np.ndarray:
+def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64) -> np.ndarray:
     """Mean log-probability per token of each completion given its prompt."""
     model.eval()
     out = np.zeros(len(prompts))
@@ -59,6 +59,11 @@ def count_term(completions: list[str], chars: str) -> np.ndarray:
     return np.array([sum(ch in s for ch in c) for c in completions], dtype=float)
 
 
+def runs_term(completions: list[str]) -> np.ndarray:
+    """Characters inside runs of three or more of the same character ("-----", "====")."""
+    return np.array([sum(len(m.group(0)) for m in re.finditer(r"(.)\1{2,}", c)) for c in completions], dtype=float)
+
+
 def repeat_term(completions: list[str]) -> np.ndarray:
     """Immediately repeated words ("the the"): a defect one attention head can spot."""
     return np.array([len(re.findall(r"\b(\w+) \1\b", c)) for c in completions], dtype=float)
@@ -80,6 +85,8 @@ class TinyGold:
             out["fluency"] = completion_logprobs(self.reference, self.tokenizer, prompts, completions)
         if "count" in self.weights:
             out["count"] = count_term(completions, self.spec["reward_chars"])
+        if "runs" in self.weights:
+            out["runs"] = runs_term(completions)
         if "repeat" in self.weights:
             out["repeat"] = repeat_term(completions)
         return out
@@ -87,8 +94,16 @@ class TinyGold:
     def score(self, prompts: list[str], completions: list[str]) -> np.ndarray:
         total = np.zeros(len(prompts))
         for name, value in self.terms(prompts, completions).items():
+            if name == "count" and self.spec.get("count_cap") is not None:
+                # diminishing returns: past the cap, more rewarded characters add nothing
+                value = np.minimum(value, self.spec["count_cap"])
             mu, sd = self.stats[name]
-            total += self.weights[name] * (value - mu) / sd
+            z = (value - mu) / sd
+            if name == "fluency" and self.spec.get("fluency_cap") is not None:
+                # no extra credit for text more predictable than the cap: degenerate
+                # repetition is very likely under any LM and must not pass for quality
+                z = np.minimum(z, self.spec["fluency_cap"])
+            total += self.weights[name] * z
         return total
 
 
@@ -138,6 +153,8 @@ def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: st
                 "kind": "tiny",
                 "terms": dict(sorted(tiny["terms"].items())),
                 "reward_chars": tiny.get("reward_chars", ""),
+                "fluency_cap": tiny.get("fluency_cap"),
+                "count_cap": tiny.get("count_cap"),
                 "stats": {},
             }
             rng = np.random.default_rng(seed)

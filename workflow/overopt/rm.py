@@ -24,10 +24,10 @@ def encode(tokenizer, texts: list[str]) -> dict:
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
 
-def rewards(model, tokenizer, texts: list[str], batch_size: int = 256) -> np.ndarray:
+def rewards(model, tokenizer, texts: list[str], batch_size: int = 64) -> np.ndarray:
     model.eval()
     out = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for b in range(0, len(texts), batch_size):
             out.append(model(**encode(tokenizer, texts[b : b + batch_size])).logits[:, 0].float().numpy())
     return np.concatenate(out) if out else np.zeros(0)

@@ -84,3 +84,40 @@ rule bon_curve:
         runtime=10,
     shell:
         "overopt bon-curve --scores {input} --out {output} > {log} 2>&1"
+
+
+rule fit_bon:
+    input:
+        scores=grid(f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.parquet"),
+        rms=rm_dirs(),
+    output:
+        f"{OUT}/fits/bon.csv",
+    params:
+        metrics=lambda w, input: " ".join(f"{d}/metrics.json" for d in input.rms),
+        bootstrap=CFG["bon"]["bootstrap"],
+    log:
+        f"{OUT}/logs/fit_bon.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "overopt fit-bon --scores {input.scores} --metrics {params.metrics} --out {output}"
+        " --bootstrap {params.bootstrap} > {log} 2>&1"
+
+
+rule fig_bon:
+    input:
+        curves=grid(f"{OUT}/bon/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.csv"),
+        fits=f"{OUT}/fits/bon.csv",
+    output:
+        pdf=f"{OUT}/figures/fig01_bon.pdf",
+        png=f"{OUT}/figures/fig01_bon.png",
+    log:
+        f"{OUT}/logs/fig_bon.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "overopt fig-bon --curves {input.curves} --fits {input.fits} --out {output.pdf} > {log} 2>&1"

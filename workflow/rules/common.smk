@@ -16,6 +16,7 @@ wildcard_constraints:
     model="[A-Za-z0-9][A-Za-z0-9_.-]*",
     data=r"\d+",
     seed=r"\d+",
+    kl=r"[0-9]+(\.[0-9]+)?(e-?[0-9]+)?",
 
 
 def is_tiny(name):
@@ -53,5 +54,45 @@ def grid(pattern):
     )
 
 
+def rl_runs():
+    """Every PPO run: the RL sub-grid (rl.data_sizes, default all) x kl_penalties x seeds."""
+    if "rl" not in CFG["methods"]:
+        return []
+    return expand(
+        f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.csv",
+        policy=CFG["policies"],
+        rm=CFG["reward_models"],
+        data=CFG["rl"].get("data_sizes", CFG["data_sizes"]),
+        kl=CFG["kl_penalties"],
+        seed=CFG["seeds"],
+    )
+
+
+def rl_rm_dirs():
+    """The proxies that PPO runs use (the RL sub-grid)."""
+    return expand(
+        f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}",
+        policy=CFG["policies"],
+        rm=CFG["reward_models"],
+        data=CFG["rl"].get("data_sizes", CFG["data_sizes"]),
+        seed=CFG["seeds"],
+    )
+
+
+RL_FLAGS = ["steps", "batch_size", "minibatch_size", "epochs", "lr", "eval_every", "eval_prompts",
+            "eval_samples", "checkpoint_every"]
+
+
+def rl_args(kl, seed):
+    """PPO hyperparameters as CLI flags (a plain string: a stable Snakemake param)."""
+    flags = [f"--{k.replace('_', '-')} {CFG['rl'][k]}" for k in RL_FLAGS if k in CFG["rl"]]
+    return " ".join(flags + [f"--kl-penalty {kl}", f"--seed {seed}"])
+
+
 def all_targets():
-    return [f"{OUT}/tables/rm_metrics.csv"] + grid(f"{OUT}/bon/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.csv")
+    targets = [f"{OUT}/tables/rm_metrics.csv"]
+    if "bon" in CFG["methods"]:
+        targets += [f"{OUT}/fits/bon.csv", f"{OUT}/figures/fig01_bon.pdf"]
+    if "rl" in CFG["methods"]:
+        targets += [f"{OUT}/fits/rl.csv", f"{OUT}/figures/fig01_rl.pdf"]
+    return targets

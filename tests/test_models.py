@@ -1,0 +1,43 @@
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from overopt.data import build_char_tokenizer, corpus_split
+from overopt.models import banned_token_ids, load_causal, load_tokenizer, pretrain, sample_texts
+
+SPEC = {"n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 64}
+
+
+def _pretrain(tmp_path, name, tok_dir, steps=5):
+    train, held = corpus_split()
+    return pretrain(SPEC, train[:20000], held[:5000], str(tok_dir), str(tmp_path / name),
+                    steps=steps, batch_size=4, seq_len=32, lr=3e-3, seed=0, threads=1)
+
+
+def test_pretrain_is_deterministic_and_saved_as_hf_directory(tmp_path):
+    train, held = corpus_split()
+    build_char_tokenizer(train + held).save_pretrained(str(tmp_path / "tok"))
+    m1 = _pretrain(tmp_path, "a", tmp_path / "tok")
+    m2 = _pretrain(tmp_path, "b", tmp_path / "tok")
+    w1, w2 = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert m1["val_loss_nats_per_char"] == m2["val_loss_nats_per_char"]
+    model, tok = load_causal(tmp_path / "a"), load_tokenizer(tmp_path / "a")
+    assert model.config.pad_token_id == tok.pad_token_id == 0
+    assert model.config.bos_token_id == tok.bos_token_id and model.config.eos_token_id == tok.eos_token_id
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_sampling_is_seeded_fixed_length_and_never_special(tmp_path):
+    train, held = corpus_split()
+    build_char_tokenizer(train + held).save_pretrained(str(tmp_path / "tok"))
+    _pretrain(tmp_path, "a", tmp_path / "tok", steps=2)
+    model, tok = load_causal(tmp_path / "a"), load_tokenizer(tmp_path / "a")
+    prompts = ["The value of ", "x", "The value of ", "Return the"]
+    a = sample_texts(model, tok, prompts, 12, batch_size=2, seed=3)
+    b = sample_texts(model, tok, prompts, 12, batch_size=3, seed=3)
+    assert all(len(c) == 12 for c in a)
+    assert a == sample_texts(model, tok, prompts, 12, batch_size=2, seed=3)
+    assert a != sample_texts(model, tok, prompts, 12, batch_size=2, seed=4)
+    special = {tok.convert_ids_to_tokens(i) for i in banned_token_ids(tok)}
+    assert not any(s in c for c in a + b for s in special)

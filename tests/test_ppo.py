@@ -1,0 +1,121 @@
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from overopt.data import build_char_tokenizer, corpus_split
+from overopt.models import banned_token_ids, pretrain, tiny_config
+from overopt.ppo import PPOConfig, clipped_policy_loss, gae, masked_logprobs, run_ppo, sampled_kl
+
+
+def test_gae_matches_hand_computed_values():
+    r = torch.tensor([[0.0, 0.0, 1.0]])
+    v = torch.tensor([[0.5, 0.2, 0.4]])
+    gamma, lam = 1.0, 0.5
+    d2 = 1.0 - 0.4
+    d1 = 0.0 + 0.4 - 0.2
+    d0 = 0.0 + 0.2 - 0.5
+    a2, a1 = d2, d1 + lam * d2
+    a0 = d0 + lam * a1
+    adv, ret = gae(r, v, gamma, lam)
+    assert adv[0].tolist() == pytest.approx([a0, a1, a2])
+    assert ret[0].tolist() == pytest.approx([a0 + 0.5, a1 + 0.2, a2 + 0.4])
+    adv1, _ = gae(r, v, 1.0, 1.0)  # lambda = 1: Monte-Carlo return minus value
+    assert adv1[0].tolist() == pytest.approx([0.5, 0.8, 0.6])
+
+
+def test_clipped_objective_matches_hand_computed_values():
+    old = torch.zeros(4)
+    logp = torch.log(torch.tensor([1.5, 0.5, 1.1, 0.7]))
+    adv = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    # ratio 1.5, A>0: min(1.5, 1.2) = 1.2 ; ratio 0.5, A>0: min(0.5, 0.8) = 0.5
+    # ratio 1.1, A<0: min(-1.1, -1.1) = -1.1 ; ratio 0.7, A<0: min(-0.7, -0.8) = -0.8
+    want = -np.mean([1.2, 0.5, -1.1, -0.8])
+    assert clipped_policy_loss(logp, old, adv, 0.2).item() == pytest.approx(want)
+
+
+def _tiny_lm(vocab_chars="ab", seed=0):
+    from transformers import GPT2LMHeadModel
+
+    tok = build_char_tokenizer(vocab_chars)
+    torch.manual_seed(seed)
+    m = GPT2LMHeadModel(tiny_config({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_positions": 16}, tok)).eval()
+    return m, tok
+
+
+def test_kl_estimate_equals_exact_enumeration():
+    pi, tok = _tiny_lm(seed=1)
+    ref, _ = _tiny_lm(seed=2)
+    banned = banned_token_ids(tok)
+    allowed = [i for i in range(len(tok)) if i not in banned]  # 2 symbols
+    prompt = torch.tensor([[allowed[0]]])
+    T = 3
+
+    def dist(model, prefix):
+        logits = model(input_ids=torch.tensor([prefix])).logits[0, -1].clone()
+        logits[banned] = -float("inf")
+        return torch.softmax(logits, -1)
+
+    # exact KL(pi || ref) by the chain rule over the tree of completions
+    def exact(prefix, depth):
+        if depth == T:
+            return 0.0
+        p, q = dist(pi, prefix), dist(ref, prefix)
+        return sum(float(p[a]) * (float(torch.log(p[a] / q[a])) + exact(prefix + [a], depth + 1)) for a in allowed)
+
+    with torch.no_grad():
+        kl_exact = exact(prompt[0].tolist(), 0)
+        seqs = torch.tensor([[allowed[0], *ys] for ys in itertools.product(allowed, repeat=T)])
+        lp = masked_logprobs(pi, seqs, 1, banned)
+        lr = masked_logprobs(ref, seqs, 1, banned)
+        probs = lp.sum(-1).exp()
+        assert probs.sum().item() == pytest.approx(1.0, abs=1e-5)
+        # the expectation of our per-sequence estimator under pi is the exact KL
+        assert (probs * sampled_kl(lp, lr)).sum().item() == pytest.approx(kl_exact, abs=1e-5)
+    assert kl_exact > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ppo")
+    train, held = corpus_split()
+    build_char_tokenizer(train + held).save_pretrained(str(d / "tok"))
+    pretrain({"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}, train, held, str(d / "tok"),
+             str(d / "policy"), steps=150, batch_size=16, seq_len=32, lr=3e-3, seed=0, threads=1)
+    prompts = [train[i : i + 8] for i in range(0, 8000, 97)]
+    return d, prompts
+
+
+def _count_e(prompts, comps):
+    return np.array([c.count("e") for c in comps], dtype=float)
+
+
+def _run(d, prompts, out, kl_penalty=0.0, steps=30, ckpt="ckpt", stop_after=None):
+    cfg = PPOConfig(steps=steps, batch_size=32, minibatch_size=16, epochs=2, lr=3e-3, kl_penalty=kl_penalty,
+                    eval_every=10, eval_prompts=8, eval_samples=4, checkpoint_every=10, seed=0)
+    return run_ppo(str(d / "policy"), _count_e, _count_e, str(d / out), str(d / ckpt), prompts, prompts[:8], 8,
+                   cfg, threads=1, stop_after=stop_after)
+
+
+def test_ppo_raises_a_toy_reward_and_a_large_kl_penalty_holds_it_near_pi_init(tiny_policy):
+    d, prompts = tiny_policy
+    free = _run(d, prompts, "free.csv")
+    assert free["proxy"].iloc[-1] > free["proxy"].iloc[0] + 1.0  # more "e"s per 8 characters
+    assert free["kl"].iloc[-1] > 0.5
+    held = _run(d, prompts, "held.csv", kl_penalty=5.0, ckpt="ckpt2")
+    assert held["kl"].iloc[-1] < 0.25 * free["kl"].iloc[-1]
+    assert list(free.columns) == ["step", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]
+
+
+def test_killed_run_resumes_to_the_same_csv(tiny_policy):
+    d, prompts = tiny_policy
+    whole = _run(d, prompts, "whole.csv", steps=20, ckpt="c_whole")
+    with pytest.raises(KeyboardInterrupt):
+        _run(d, prompts, "part.csv", steps=20, ckpt="c_part", stop_after=10)
+    assert not (d / "part.csv").exists() and (d / "c_part" / "meta.json").exists()
+    resumed = _run(d, prompts, "part.csv", steps=20, ckpt="c_part")
+    pd.testing.assert_frame_equal(whole, resumed)
+    assert pd.read_csv(d / "part.csv").equals(pd.read_csv(d / "whole.csv"))
+    assert not (d / "c_part").exists()  # checkpoints are cleaned up after the final write

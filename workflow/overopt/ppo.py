@@ -1,0 +1,266 @@
+"""PPO against a proxy reward model, read top to bottom (in the spirit of CleanRL's ppo.py).
+
+One run = one policy optimised against one frozen proxy RM. Every `eval_every` steps the
+policy is evaluated on held-out prompts: proxy, gold, and the sampled KL to pi_init, which is
+the mean over samples of the exact sum over tokens of log pi - log pi_init.
+
+A run checkpoints to a directory outside its final target, and resumes from the last
+checkpoint when rerun, giving the same CSV as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .util import Progress, atomic_file, log, seed_everything
+
+
+@dataclass
+class PPOConfig:
+    steps: int = 60
+    batch_size: int = 64  # rollouts per PPO step
+    minibatch_size: int = 32
+    epochs: int = 2  # optimisation passes over each batch
+    lr: float = 5e-5
+    kl_penalty: float = 0.0  # per-token reward -kl_penalty * (log pi - log pi_init)
+    clip: float = 0.2  # clipped surrogate ratio
+    vf_coef: float = 0.5
+    gae_lambda: float = 0.95
+    gamma: float = 1.0
+    max_grad_norm: float = 1.0
+    eval_every: int = 5
+    eval_prompts: int = 32
+    eval_samples: int = 4
+    checkpoint_every: int = 10
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------- log-probs and KL
+
+
+def masked_logprobs(model, seq, n_prompt, banned, return_hidden=False):
+    """Log-probs under the same support the sampler uses (special tokens masked out)."""
+    out = model(input_ids=seq, output_hidden_states=return_hidden)
+    logits = out.logits[:, n_prompt - 1 : -1].float()
+    if banned:
+        logits[..., banned] = -float("inf")
+    lp = torch.log_softmax(logits, -1).gather(-1, seq[:, n_prompt:, None])[..., 0]
+    if return_hidden:
+        return lp, out.hidden_states[-1][:, n_prompt - 1 : -1]
+    return lp
+
+
+def sampled_kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """Per-sequence sum over tokens of log pi - log pi_init; its mean estimates KL(pi || pi_init)."""
+    return (logp - logp_ref).sum(-1)
+
+
+# --------------------------------------------------------------------------- advantages and loss
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over (B, T) token rewards; the episode ends after T."""
+    B, T = rewards.shape
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(B)
+    for t in reversed(range(T)):
+        next_v = values[:, t + 1] if t + 1 < T else torch.zeros(B)
+        delta = rewards[:, t] + gamma * next_v - values[:, t]
+        last = delta + gamma * lam * last
+        adv[:, t] = last
+    return adv, adv + values
+
+
+def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Tensor:
+    """PPO's pessimistic surrogate: max of the unclipped and clipped ratio losses."""
+    ratio = torch.exp(logp - old_logp)
+    return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class ValueHead(torch.nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.v = torch.nn.Linear(width, 1)
+        torch.nn.init.zeros_(self.v.weight)
+        torch.nn.init.zeros_(self.v.bias)
+
+    def forward(self, h):
+        return self.v(h)[..., 0]
+
+
+def _rng_state(g: torch.Generator, rng: np.random.Generator) -> dict:
+    return {"torch": g.get_state(), "numpy": json.dumps(rng.bit_generator.state)}
+
+
+def save_checkpoint(ckpt: Path, step: int, policy, value, opt, g, rng, rows) -> None:
+    """Everything needed to continue bit-for-bit; safetensors and weights-only tensors only."""
+    from safetensors.torch import save_file, save_model
+
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_model(policy, str(tmp / "policy.safetensors"))  # handles the tied embedding/unembedding
+    save_file(value.state_dict(), str(tmp / "value.safetensors"))
+    torch.save({"opt": opt.state_dict(), "torch_rng": g.get_state()}, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state, "rows": rows}))
+    if ckpt.exists():
+        import shutil
+
+        shutil.rmtree(ckpt)
+    tmp.rename(ckpt)
+
+
+def load_checkpoint(ckpt: Path, policy, value, opt, g, rng):
+    from safetensors.torch import load_file, load_model
+
+    load_model(policy, str(ckpt / "policy.safetensors"))
+    value.load_state_dict(load_file(str(ckpt / "value.safetensors")))
+    state = torch.load(ckpt / "state.pt", weights_only=True)
+    opt.load_state_dict(state["opt"])
+    g.set_state(state["torch_rng"])
+    meta = json.loads((ckpt / "meta.json").read_text())
+    rng.bit_generator.state = meta["numpy_rng"]
+    return meta["step"], meta["rows"]
+
+
+def proxy_reward_fn(rm_dir: str, offset: float):
+    """Reward = the frozen proxy's score of prompt + completion, re-centred on pi_init."""
+    from .models import load_reward, load_tokenizer
+    from .rm import rewards
+
+    tok = load_tokenizer(rm_dir)
+    model = load_reward(rm_dir, pad_token_id=tok.pad_token_id).eval().requires_grad_(False)
+    return lambda prompts, comps: rewards(model, tok, [p + c for p, c in zip(prompts, comps)]) - offset
+
+
+def gold_score_fn(gold_dir: str, pool_gold: str):
+    """Gold standardised exactly as in best-of-n: by the pool's raw-gold mean and std."""
+    from .gold import load_gold
+
+    gold = load_gold(gold_dir)
+    raw = pd.read_parquet(pool_gold)["gold_raw"]
+    mu, sd = float(raw.mean()), float(raw.std())
+    return lambda prompts, comps: (gold.score(prompts, comps) - mu) / sd
+
+
+def run_ppo(
+    policy_dir: str,
+    reward_fn,
+    gold_fn,
+    out: str,
+    ckpt_dir: str,
+    train_prompts: list[str],
+    eval_prompts: list[str],
+    completion_tokens: int,
+    cfg: PPOConfig,
+    threads: int = 1,
+    stop_after: int | None = None,
+) -> pd.DataFrame:
+    """PPO on `reward_fn(prompts, completions) -> np.ndarray`, evaluated with `gold_fn` too."""
+    from .models import banned_token_ids, load_causal, load_tokenizer, sample
+
+    seed_everything(cfg.seed, threads)
+    tok = load_tokenizer(policy_dir)
+    policy = load_causal(policy_dir)
+    ref = load_causal(policy_dir).eval().requires_grad_(False)  # pi_init, frozen
+    banned = banned_token_ids(tok)
+    value = ValueHead(policy.config.hidden_size)
+    opt = torch.optim.Adam(list(policy.parameters()) + list(value.parameters()), lr=cfg.lr, eps=1e-5)
+    g = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    score = reward_fn
+
+    def encode(prompts):
+        return torch.tensor([tok(p, add_special_tokens=False)["input_ids"] for p in prompts], dtype=torch.long)
+
+    ev_prompts = [p for p in eval_prompts[: cfg.eval_prompts] for _ in range(cfg.eval_samples)]
+    ev_x = encode(ev_prompts)
+    ev_g = torch.Generator().manual_seed(cfg.seed + 1)
+
+    @torch.no_grad()
+    def evaluate(step):
+        ev_g.manual_seed(cfg.seed + 1)  # the same sampling noise at every evaluation
+        y = sample(policy, ev_x, completion_tokens, banned=banned, generator=ev_g)
+        seq = torch.cat([ev_x, y], 1)
+        kl = sampled_kl(masked_logprobs(policy, seq, ev_x.shape[1], banned), masked_logprobs(ref, seq, ev_x.shape[1], banned))
+        comps = tok.batch_decode(y, skip_special_tokens=True)
+        gs = gold_fn(ev_prompts, comps)
+        ps = score(ev_prompts, comps)
+        n = len(comps)
+        return {"step": step, "kl": float(kl.mean()), "gold": float(gs.mean()), "gold_se": float(gs.std(ddof=1) / np.sqrt(n)),
+                "proxy": float(ps.mean()), "proxy_se": float(ps.std(ddof=1) / np.sqrt(n))}
+
+    ckpt = Path(ckpt_dir)
+    start, rows = 0, []
+    if (ckpt / "meta.json").exists():
+        start, rows = load_checkpoint(ckpt, policy, value, opt, g, rng)
+        log.info("resuming from checkpoint at step %d", start)
+    else:
+        rows.append(evaluate(0))
+    prog = Progress("ppo", cfg.steps)
+    t0 = time.time()
+    for step in range(start + 1, cfg.steps + 1):
+        # ---- rollout: sample completions from the current policy
+        idx = rng.integers(0, len(train_prompts), cfg.batch_size)
+        prompts = [train_prompts[i] for i in idx]
+        x = encode(prompts)
+        P = x.shape[1]
+        with torch.no_grad():
+            y = sample(policy, x, completion_tokens, banned=banned, generator=g)
+            seq = torch.cat([x, y], 1)
+            old_logp, h = masked_logprobs(policy, seq, P, banned, return_hidden=True)
+            ref_logp = masked_logprobs(ref, seq, P, banned)
+            old_v = value(h)
+            # ---- reward: proxy score of the whole text at the last token, KL penalty per token
+            r_proxy = torch.tensor(score(prompts, tok.batch_decode(y, skip_special_tokens=True)), dtype=torch.float32)
+            tok_rewards = -cfg.kl_penalty * (old_logp - ref_logp)
+            tok_rewards[:, -1] += r_proxy
+            adv, returns = gae(tok_rewards, old_v, cfg.gamma, cfg.gae_lambda)
+            # advantage whitening: one scale for every batch whatever the reward's scale
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        # ---- optimise: a few epochs of minibatch updates on the clipped objective
+        policy.train()
+        for _ in range(cfg.epochs):
+            order = torch.randperm(cfg.batch_size, generator=g)
+            for mb in order.split(cfg.minibatch_size):
+                logp, hm = masked_logprobs(policy, seq[mb], P, banned, return_hidden=True)
+                pg_loss = clipped_policy_loss(logp, old_logp[mb], adv[mb], cfg.clip)
+                # value head on detached features: the value loss cannot move the policy
+                v_loss = F.mse_loss(value(hm.detach()), returns[mb])
+                loss = pg_loss + cfg.vf_coef * v_loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                # gradient clipping keeps one bad batch from wrecking a small policy
+                torch.nn.utils.clip_grad_norm_(list(policy.parameters()) + list(value.parameters()), cfg.max_grad_norm)
+                opt.step()
+        policy.eval()
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            rows.append(evaluate(step))
+            log.info("step %d sample: %r", step, tok.decode(y[0], skip_special_tokens=True))
+        prog(step, proxy=float(r_proxy.mean()), kl=rows[-1]["kl"], gold=rows[-1]["gold"])
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            save_checkpoint(ckpt, step, policy, value, opt, g, rng, rows)
+            if stop_after is not None and step >= stop_after:
+                raise KeyboardInterrupt(f"stopped after step {step} (test hook)")
+    df = pd.DataFrame(rows)
+    # the sampled KL estimate is unbiased but can dip below 0 near pi_init; d takes the clipped value
+    df.insert(2, "d", np.sqrt(df["kl"].clip(lower=0.0)))
+    df = df[["step", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]]
+    log.info("ppo: %.3f steps/s over %d steps", (cfg.steps - start) / max(time.time() - t0, 1e-9), cfg.steps - start)
+    with atomic_file(out) as tmp:
+        df.to_csv(tmp, index=False)
+    import shutil
+
+    shutil.rmtree(ckpt, ignore_errors=True)
+    log.info("ppo done: %s", json.dumps(asdict(cfg)))
+    return df

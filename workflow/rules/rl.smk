@@ -1,0 +1,80 @@
+# RL: PPO against each proxy, one run per (policy, rm, data, kl_penalty, seed).
+
+
+rule ppo:
+    input:
+        policy=lambda w: base_input(w.policy),
+        rm=f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}",
+        gold=f"{OUT}/gold",
+        pool=f"{OUT}/pool/{{policy}}.parquet",
+        pool_gold=f"{OUT}/pool/{{policy}}.gold.parquet",
+        scores=f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.parquet",
+    output:
+        f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.csv",
+    params:
+        policy=lambda w: base_path(w.policy),
+        # checkpoints live outside the target so that a killed run resumes instead of restarting
+        checkpoint=lambda w: f"{OUT}/rl_checkpoints/{w.policy}/{w.rm}/n{w.data}/kl{w.kl}/s{w.seed}",
+        args=lambda w: rl_args(w.kl, w.seed),
+        prompt_chars=CFG["world"]["prompt_chars"],
+        completion_tokens=CFG["world"]["completion_tokens"],
+    log:
+        f"{OUT}/logs/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=lambda w: gpus(w.policy, w.rm),
+    shell:
+        "overopt ppo --policy {params.policy} --rm {input.rm} --gold {input.gold} --pool {input.pool}"
+        " --pool-gold {input.pool_gold} --scores {input.scores} --out {output}"
+        " --checkpoint {params.checkpoint} --prompt-chars {params.prompt_chars}"
+        " --completion-tokens {params.completion_tokens} {params.args} --threads {threads} > {log} 2>&1"
+
+
+rule fit_rl:
+    input:
+        runs=rl_runs(),
+        rms=rl_rm_dirs(),
+    output:
+        f"{OUT}/fits/rl.csv",
+    params:
+        metrics=lambda w, input: " ".join(f"{d}/metrics.json" for d in input.rms),
+        min_d=CFG["rl"]["fit_min_d"],
+        bootstrap=CFG["bon"]["bootstrap"],
+    log:
+        f"{OUT}/logs/fit_rl.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "overopt fit-rl --runs {input.runs} --metrics {params.metrics} --out {output}"
+        " --min-d {params.min_d} --bootstrap {params.bootstrap} > {log} 2>&1"
+
+
+rule fig_rl:
+    input:
+        runs=rl_runs(),
+        fits=f"{OUT}/fits/rl.csv",
+        bon_curves=grid(f"{OUT}/bon/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.csv") if "bon" in CFG["methods"] else [],
+        bon_fits=f"{OUT}/fits/bon.csv" if "bon" in CFG["methods"] else [],
+    output:
+        fig01=f"{OUT}/figures/fig01_rl.pdf",
+        fig08=f"{OUT}/figures/fig08_bon_vs_rl.pdf",
+        fig09=f"{OUT}/figures/fig09_kl_penalty.pdf",
+        fig14=f"{OUT}/figures/fig14_rl_kl.pdf",
+        pngs=[f"{OUT}/figures/{f}.png" for f in ("fig01_rl", "fig08_bon_vs_rl", "fig09_kl_penalty", "fig14_rl_kl")],
+    params:
+        bon=lambda w, input: f"--bon-curves {' '.join(input.bon_curves)} --bon-fits {input.bon_fits}" if input.bon_fits else "",
+    log:
+        f"{OUT}/logs/fig_rl.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "overopt fig-rl --runs {input.runs} --fits {input.fits} {params.bon} --fig01 {output.fig01}"
+        " --fig08 {output.fig08} --fig09 {output.fig09} --fig14 {output.fig14} > {log} 2>&1"
