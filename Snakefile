@@ -9,6 +9,7 @@ include: "workflow/rules/world.smk"
 include: "workflow/rules/rm.smk"
 include: "workflow/rules/bon.smk"
 include: "workflow/rules/rl.smk"
+include: "workflow/rules/scaling.smk"
 
 
 rule all:

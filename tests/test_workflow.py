@@ -13,7 +13,8 @@ from conftest import ROOT, write_config
 
 # aggregation targets that read every proxy
 FIGS = ["fig01_bon", "fig01_rl", "fig08_bon_vs_rl", "fig09_kl_penalty", "fig14_rl_kl"]
-DOWNSTREAM = {"results/tables/rm_metrics.csv", "results/fits/bon.csv", "results/fits/rl.csv"} | {
+SCALING = {"results/fits/scaling.csv", "results/figures/fig03_scaling.pdf", "results/figures/fig03_scaling.png"}
+DOWNSTREAM = {"results/tables/rm_metrics.csv", "results/fits/bon.csv", "results/fits/rl.csv"} | SCALING | {
     f"results/figures/{f}.{ext}" for f in FIGS for ext in ("pdf", "png")}
 
 
@@ -72,8 +73,11 @@ def test_smoke_run_writes_bon_scores_curves_fits_and_figure(smoke_run, smoke_con
                 "alpha_lo", "alpha_hi", "beta_lo", "beta_hi"]:
         assert col in fits.columns
     assert (fits["alpha_lo"] <= fits["alpha_hi"]).all()
-    for ext in ("pdf", "png"):
-        assert (res / "figures" / f"fig01_bon.{ext}").stat().st_size > 10_000
+    for f in FIGS + ["fig03_scaling"]:
+        for ext in ("pdf", "png"):
+            assert (res / "figures" / f"{f}.{ext}").stat().st_size > 10_000
+    sc = pd.read_csv(res / "fits" / "scaling.csv")
+    assert set(sc["method"]) == {"bon", "rl"} and set(sc["coefficient"]) == {"alpha", "beta"}
 
 
 def test_changing_a_kl_penalty_reruns_only_rl(smoke_copy, smoke_config):
@@ -82,7 +86,7 @@ def test_changing_a_kl_penalty_reruns_only_rl(smoke_copy, smoke_config):
     write_config(smoke_copy, cfg)
     got = dry_run(smoke_copy)
     assert got == {f"results/rl/p/{r}/n128/kl0.25/s0.csv" for r in ("r1", "r2")} | {"results/fits/rl.csv"} | {
-        f"results/figures/{f}.{e}" for f in FIGS[1:] for e in ("pdf", "png")}
+        f"results/figures/{f}.{e}" for f in FIGS[1:] for e in ("pdf", "png")} | SCALING
 
 
 def test_smoke_run_writes_rl_runs_fits_and_figures(smoke_run):

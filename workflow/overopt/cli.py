@@ -133,6 +133,45 @@ def cmd_fig_rl(a):
         fig_bon_vs_rl(load_curves(a.bon_curves), rl, pd.read_csv(a.bon_fits), rl_fits, a.fig08)
 
 
+def cmd_scaling(a):
+    import pandas as pd
+
+    from .plots import fig_scaling
+    from .scaling import scaling_table
+    from .util import atomic_file
+
+    fits = {m: pd.read_csv(f) for m, f in (("bon", a.bon), ("rl", a.rl)) if f}
+    table = pd.concat([scaling_table(f, m, a.bootstrap) for m, f in fits.items()], ignore_index=True)
+    with atomic_file(a.out) as tmp:
+        table.to_csv(tmp, index=False)
+    fig_scaling(fits, table, a.figure)
+
+
+def cmd_predict(a):
+    import pandas as pd
+
+    from .scaling import predict_peak
+
+    fits = pd.read_csv(f"{a.results}/fits/{a.method}.csv")
+    r = predict_peak(fits, a.method, a.rm_params, a.data, a.policy)
+    lo, hi = r["params_range"]
+    if r["extrapolated"]:
+        msg = f"{a.rm_params:g} params is outside the fitted range {lo:,}..{hi:,}"
+        if not a.extrapolate:
+            print(f"refusing to extrapolate: {msg} (pass --extrapolate to predict anyway)", file=sys.stderr)
+            return 2
+        print(f"WARNING: extrapolating: {msg}; intervals assume the log-linear law holds there")
+    ci = lambda k: f"{r[k]:.3g} [{r[k + '_lo']:.3g}, {r[k + '_hi']:.3g}]"
+    print(f"method {a.method}, RM {a.rm_params:g} params, {a.data} comparisons (fitted on {lo:,}..{hi:,} params)")
+    print(f"alpha {ci('alpha')}, beta {ci('beta')}")
+    print(f"peak d = sqrt(KL): {ci('d_peak')}")
+    print(f"peak KL (nats):    {ci('kl_peak')}")
+    if a.method == "bon":
+        print(f"best-of-n at peak: n = {ci('n_peak')}")
+    print(f"gold at the peak:  {ci('gold_peak')} (gold std. units above pi_init)")
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="overopt")
     sub = p.add_subparsers(dest="step", required=True)
@@ -268,10 +307,26 @@ def main(argv=None):
         s.add_argument(f"--{k}", required=True)
     s.set_defaults(fn=cmd_fig_rl)
 
+    s = sub.add_parser("scaling", help="coefficient lines in log RM size (Fig. 3)")
+    s.add_argument("--bon", default=None)
+    s.add_argument("--rl", default=None)
+    s.add_argument("--out", required=True)
+    s.add_argument("--figure", required=True)
+    s.add_argument("--bootstrap", type=int, default=500)
+    s.set_defaults(fn=cmd_scaling)
+
+    s = sub.add_parser("predict", help="where to stop: the predicted peak for an RM size, from a finished study")
+    s.add_argument("--results", default="results")
+    s.add_argument("--rm-params", type=float, required=True)
+    s.add_argument("--data", type=int, required=True)
+    s.add_argument("--method", choices=["bon", "rl"], required=True)
+    s.add_argument("--policy", default=None)
+    s.add_argument("--extrapolate", action="store_true")
+    s.set_defaults(fn=cmd_predict)
+
     a = p.parse_args(argv)
     setup_logging()
-    a.fn(a)
-    return 0
+    return a.fn(a) or 0
 
 
 if __name__ == "__main__":

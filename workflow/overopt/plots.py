@@ -196,3 +196,41 @@ def fig_curves(curves: pd.DataFrame, fits: pd.DataFrame, form: str, out_pdf: str
     axes[0, -1].legend(handles, labels, title="RM params", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     save(fig, out_pdf)
     plt.close(fig)
+
+
+def fig_scaling(fits: dict, table: pd.DataFrame, out_pdf: str) -> None:
+    """Figure 3: alpha and beta against RM parameters (log x), per method and data size, with the
+    fitted line in log10(params) and its bootstrap band."""
+    plt = style()
+    import seaborn as sns
+
+    methods = list(fits)
+    fig, axes = plt.subplots(len(methods), 2, figsize=(5.6, 2.2 * len(methods)), squeeze=False)
+    for r, m in enumerate(methods):
+        f = fits[m]
+        if "kl_penalty" in f:
+            f = f[f["kl_penalty"] == 0]
+        datas = sorted(f["data"].unique())
+        pal = dict(zip(datas, sns.color_palette("crest", n_colors=len(datas))))
+        for c, coef in enumerate(("alpha", "beta")):
+            ax = axes[r, c]
+            for data in datas:
+                g = f[f["data"] == data].groupby("rm_params")[coef].agg(["mean", "std"]).reset_index()
+                ax.errorbar(g["rm_params"], g["mean"], yerr=g["std"].fillna(0), fmt="o", ms=3, color=pal[data],
+                            label=f"{data:,}")
+                line = table[(table["method"] == m) & (table["coefficient"] == coef) & (table["data"] == data)]
+                if "kl_penalty" in line and line["kl_penalty"].notna().any():
+                    line = line[line["kl_penalty"] == 0]
+                if len(line):
+                    l = line.iloc[0]
+                    xs = np.logspace(np.log10(g["rm_params"].min()), np.log10(g["rm_params"].max()), 50)
+                    ax.plot(xs, l["slope"] * np.log10(xs) + l["intercept"], "-", color=pal[data], lw=1)
+                    ends = [sl * np.log10(xs) + ic for sl in (l["slope_lo"], l["slope_hi"])
+                            for ic in (l["intercept_lo"], l["intercept_hi"])]
+                    ax.fill_between(xs, np.min(ends, 0), np.max(ends, 0), color=pal[data], alpha=0.12, lw=0)
+            ax.set_xscale("log")
+            ax.set_xlabel("RM parameters")
+            ax.set_ylabel(f"{coef} ({'best-of-n' if m == 'bon' else 'RL'})")
+        axes[r, 1].legend(title="comparisons", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    save(fig, out_pdf)
+    plt.close(fig)

@@ -95,4 +95,6 @@ def all_targets():
         targets += [f"{OUT}/fits/bon.csv", f"{OUT}/figures/fig01_bon.pdf"]
     if "rl" in CFG["methods"]:
         targets += [f"{OUT}/fits/rl.csv", f"{OUT}/figures/fig01_rl.pdf"]
+    if len(CFG["reward_models"]) > 1:
+        targets += [f"{OUT}/fits/scaling.csv"]
     return targets

@@ -78,3 +78,4 @@ rule fig_rl:
     shell:
         "overopt fig-rl --runs {input.runs} --fits {input.fits} {params.bon} --fig01 {output.fig01}"
         " --fig08 {output.fig08} --fig09 {output.fig09} --fig14 {output.fig14} > {log} 2>&1"
+

@@ -1,0 +1,106 @@
+"""Scaling of the fitted coefficients with RM size (paper Fig. 3) and the stop-point forecast.
+
+alpha and beta of each method are fitted as lines in log10(RM parameters), per policy and data
+size, with bootstrap intervals from resampling the curves (seeds) within each RM size. From the
+lines, `predict` gives the peak of an RM not in the study: where to stop, and what gold it buys.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .fit import peak
+
+
+def fit_line(x, y) -> dict:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (slope * x + intercept)
+    ss = np.sum((y - y.mean()) ** 2)
+    return {"slope": float(slope), "intercept": float(intercept), "r2": float(1 - np.sum(resid**2) / ss) if ss > 0 else float("nan")}
+
+
+def _boot_lines(rows: pd.DataFrame, coef: str, B: int, rng) -> np.ndarray:
+    """(B, 2) slopes and intercepts from resampling rows within each RM size."""
+    groups = [g[coef].to_numpy() for _, g in rows.groupby("rm_params")]
+    logp = np.log10(sorted(rows["rm_params"].unique()))
+    out = np.empty((B, 2))
+    for b in range(B):
+        ys = [rng.choice(g, len(g)).mean() for g in groups]
+        out[b] = np.polyfit(logp, ys, 1)
+    return out
+
+
+def scaling_table(fits: pd.DataFrame, method: str, B: int = 500, seed: int = 0) -> pd.DataFrame:
+    """One row per (policy, data, coefficient): the line in log10(params) and its 95% intervals."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    keys = ["policy", "data"] + (["kl_penalty"] if "kl_penalty" in fits else [])
+    for key, g in fits.dropna(subset=["alpha", "beta"]).groupby(keys):
+        if g["rm_params"].nunique() < 2:
+            continue
+        means = g.groupby("rm_params")[["alpha", "beta"]].mean()
+        for coef in ("alpha", "beta"):
+            line = fit_line(np.log10(means.index.to_numpy()), means[coef])
+            boot = _boot_lines(g, coef, B, rng)
+            lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+            rows.append({**dict(zip(keys, key)), "method": method, "coefficient": coef, **line,
+                         "slope_lo": lo[0], "slope_hi": hi[0], "intercept_lo": lo[1], "intercept_hi": hi[1],
+                         "params_min": int(means.index.min()), "params_max": int(means.index.max()),
+                         "n_sizes": int(len(means))})
+    return pd.DataFrame(rows)
+
+
+def bon_n_for_kl(kl: float) -> float:
+    """The n whose best-of-n KL, log n - (n-1)/n, equals `kl` (monotone in n, so bisect)."""
+    lo, hi = 1.0, 2.0
+    while np.log(hi) - (hi - 1) / hi < kl:
+        hi *= 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if np.log(mid) - (mid - 1) / mid < kl else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def predict_peak(fits: pd.DataFrame, method: str, rm_params: float, data: int, policy: str | None = None,
+                 B: int = 500, seed: int = 0) -> dict:
+    """Peak d, KL (and n for best-of-n) and gold at the peak for an RM of `rm_params`, from the
+    coefficient lines of a finished study, with 95% bootstrap intervals and a range check."""
+    form = "bon" if method == "bon" else "rl"
+    g = fits[fits["data"] == data]
+    if "kl_penalty" in g:
+        g = g[g["kl_penalty"] == 0]
+    if policy is not None:
+        g = g[g["policy"] == policy]
+    g = g.dropna(subset=["alpha", "beta"])
+    if g.empty:
+        raise ValueError(f"no {method} fits at data size {data}" + (f" for policy {policy}" if policy else ""))
+    if g["policy"].nunique() > 1:
+        raise ValueError(f"fits for several policies ({', '.join(sorted(g['policy'].unique()))}): pass --policy")
+    x = np.log10(rm_params)
+    rng = np.random.default_rng(seed)
+    ba, bb = _boot_lines(g, "alpha", B, rng), _boot_lines(g, "beta", B, rng)
+    means = g.groupby("rm_params")[["alpha", "beta"]].mean()
+    la = fit_line(np.log10(means.index.to_numpy()), means["alpha"])
+    lb = fit_line(np.log10(means.index.to_numpy()), means["beta"])
+    alpha, beta = la["slope"] * x + la["intercept"], lb["slope"] * x + lb["intercept"]
+
+    def summary(a, b):
+        p = peak(form, a, b)
+        kl = p["d_peak"] ** 2
+        out = {"alpha": a, "beta": b, "d_peak": p["d_peak"], "kl_peak": kl, "gold_peak": p["gold_peak"]}
+        if form == "bon":
+            out["n_peak"] = bon_n_for_kl(kl) if np.isfinite(kl) and kl < 700 else float("nan")
+        return out
+
+    point = summary(alpha, beta)
+    boots = pd.DataFrame([summary(a[0] * x + a[1], b[0] * x + b[1]) for a, b in zip(ba, bb)])
+    res = {"method": method, "rm_params": rm_params, "data": data, **point}
+    for k in point:
+        v = boots[k].replace([np.inf, -np.inf], np.nan).dropna()
+        res[f"{k}_lo"], res[f"{k}_hi"] = (np.percentile(v, 2.5), np.percentile(v, 97.5)) if len(v) else (np.nan, np.nan)
+    lo, hi = int(means.index.min()), int(means.index.max())
+    res["params_range"] = (lo, hi)
+    res["extrapolated"] = not (lo <= rm_params <= hi)
+    return res
