@@ -32,6 +32,8 @@ def tiny_config(spec: dict, tokenizer):
         n_layer=int(spec["n_layer"]),
         n_head=int(spec["n_head"]),
         n_inner=4 * int(spec["n_embd"]),
+        # the fused tanh-GELU: same function as GPT-2's gelu_new, one kernel instead of five
+        activation_function="gelu_pytorch_tanh",
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
