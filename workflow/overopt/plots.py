@@ -55,7 +55,10 @@ def save(fig, out_pdf: str) -> None:
 
 def kl_axis(ax) -> None:
     """A KL axis on top of a d = sqrt(KL) axis."""
+    from matplotlib.ticker import MaxNLocator
+
     top = ax.secondary_xaxis("top", functions=(lambda d: np.square(d), lambda kl: np.sqrt(np.clip(kl, 0, None))))
+    top.xaxis.set_major_locator(MaxNLocator(5, integer=True))
     top.set_xlabel("KL (nats)")
 
 
@@ -205,7 +208,11 @@ def fig_scaling(fits: dict, table: pd.DataFrame, out_pdf: str) -> None:
     import seaborn as sns
 
     methods = list(fits)
-    fig, axes = plt.subplots(len(methods), 2, figsize=(5.6, 2.2 * len(methods)), squeeze=False)
+    from .scaling import _boot_lines
+
+    rng = np.random.default_rng(0)
+    fig, axes = plt.subplots(len(methods), 2, figsize=(5.6, 2.4 * len(methods)), squeeze=False,
+                             constrained_layout=True)
     for r, m in enumerate(methods):
         f = fits[m]
         if "kl_penalty" in f:
@@ -225,9 +232,12 @@ def fig_scaling(fits: dict, table: pd.DataFrame, out_pdf: str) -> None:
                     l = line.iloc[0]
                     xs = np.logspace(np.log10(g["rm_params"].min()), np.log10(g["rm_params"].max()), 50)
                     ax.plot(xs, l["slope"] * np.log10(xs) + l["intercept"], "-", color=pal[data], lw=1)
-                    ends = [sl * np.log10(xs) + ic for sl in (l["slope_lo"], l["slope_hi"])
-                            for ic in (l["intercept_lo"], l["intercept_hi"])]
-                    ax.fill_between(xs, np.min(ends, 0), np.max(ends, 0), color=pal[data], alpha=0.12, lw=0)
+                    # the band: pointwise 95% of the bootstrap replicate lines
+                    rows = f[f["data"] == data].dropna(subset=[coef])
+                    boot = _boot_lines(rows, coef, 300, rng)
+                    ys = boot[:, :1] * np.log10(xs)[None, :] + boot[:, 1:]
+                    lo, hi = np.percentile(ys, [2.5, 97.5], axis=0)
+                    ax.fill_between(xs, lo, hi, color=pal[data], alpha=0.15, lw=0)
             ax.set_xscale("log")
             ax.set_xlabel("RM parameters")
             ax.set_ylabel(f"{coef} ({'best-of-n' if m == 'bon' else 'RL'})")
