@@ -125,7 +125,7 @@ def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int
 
     from .models import load_reward, load_tokenizer
     from .rm import rewards
-    from .util import atomic_file, seed_everything
+    from .util import seed_everything
 
     seed_everything(0, threads)
     df = pd.read_parquet(pool)

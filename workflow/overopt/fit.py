@@ -41,6 +41,16 @@ def peak(form: str, alpha: float, beta: float) -> dict:
     return {"d_peak": float(d), "gold_peak": float(predict(form, [d], alpha, beta)[0])}
 
 
+def load_proxy_metrics(metrics: list[str]) -> dict:
+    """Each proxy's metrics.json, keyed by "policy/rm/n{data}/s{seed}" (its path under rm/)."""
+    import json
+    import re
+    from pathlib import Path
+
+    return {re.search(r"rm/(.+)/metrics\.json$", Path(m).as_posix()).group(1): json.loads(Path(m).read_text())
+            for m in metrics}
+
+
 def bootstrap(form: str, d: np.ndarray, per_prompt: np.ndarray, B: int = 200, seed: int = 0) -> dict:
     """95% intervals of alpha and beta from resampling prompts (rows of `per_prompt`)."""
     rng = np.random.default_rng(seed)
@@ -55,7 +65,6 @@ def bootstrap(form: str, d: np.ndarray, per_prompt: np.ndarray, B: int = 200, se
 
 def fit_bon_table(scores: list[str], metrics: list[str], out: str, B: int = 200) -> "pd.DataFrame":
     """One row per best-of-n curve: the fit, its bootstrap intervals, and the measured peak."""
-    import json
     import re
     from pathlib import Path
 
@@ -65,10 +74,7 @@ def fit_bon_table(scores: list[str], metrics: list[str], out: str, B: int = 200)
     from .util import atomic_file
 
     pat = re.compile(r"(?P<policy>[^/]+)/(?P<rm>[^/]+)/n(?P<data>\d+)/s(?P<seed>\d+)\.parquet$")
-    params = {}
-    for m in metrics:
-        k = re.search(r"rm/(.+)/metrics\.json$", Path(m).as_posix()).group(1)
-        params[k] = json.loads(Path(m).read_text())
+    params = load_proxy_metrics(metrics)
     rows = []
     for path in scores:
         g = pat.search(Path(path).as_posix())
@@ -102,7 +108,6 @@ def fit_rl_table(runs: list[str], metrics: list[str], out: str, min_d: float, B:
     The RL form is known to fail very near d = 0 (paper, Sec. 3.1), hence the cut-off. The
     intervals are a parametric bootstrap: each evaluated point is redrawn from N(gold, gold_se).
     """
-    import json
     import re
     from pathlib import Path
 
@@ -111,8 +116,7 @@ def fit_rl_table(runs: list[str], metrics: list[str], out: str, min_d: float, B:
     from .util import atomic_file
 
     pat = re.compile(r"(?P<policy>[^/]+)/(?P<rm>[^/]+)/n(?P<data>\d+)/kl(?P<kl>[^/]+)/s(?P<seed>\d+)\.csv$")
-    params = {re.search(r"rm/(.+)/metrics\.json$", Path(m).as_posix()).group(1): json.loads(Path(m).read_text())
-              for m in metrics}
+    params = load_proxy_metrics(metrics)
     rng = np.random.default_rng(0)
     rows = []
     for path in runs:

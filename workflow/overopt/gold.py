@@ -161,13 +161,8 @@ def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: st
             windows = random_prompts(heldout_text, 2000, prompt_chars + completion_chars, rng)
             prompts = [w[:prompt_chars] for w in windows]
             completions = [w[prompt_chars:] for w in windows]
-            probe = TinyGold.__new__(TinyGold)
-            probe.spec, probe.weights = meta, meta["terms"]
-            from .models import load_causal, load_tokenizer
-
-            probe.tokenizer = load_tokenizer(tmp / "reference")
-            probe.reference = load_causal(tmp / "reference")
-            for name, v in probe.terms(prompts, completions).items():
+            # terms need no statistics, so the gold being built can measure its own
+            for name, v in TinyGold(Path(tmp), meta).terms(prompts, completions).items():
                 meta["stats"][name] = [float(v.mean()), float(max(v.std(), 1e-6))]
             log.info("gold term stats on held-out text: %s", meta["stats"])
         write_json(meta, Path(tmp) / "gold.json")

@@ -11,7 +11,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .util import Progress, atomic_dir, log, seed_everything, write_json
@@ -225,6 +224,3 @@ def read_metrics(model_dir: str | Path) -> dict:
     p = Path(model_dir) / "metrics.json"
     return json.loads(p.read_text()) if p.exists() else {}
 
-
-def as_numpy(x: torch.Tensor) -> np.ndarray:
-    return x.detach().float().cpu().numpy()

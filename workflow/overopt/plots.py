@@ -166,8 +166,7 @@ def fig_curves(curves: pd.DataFrame, fits: pd.DataFrame, form: str, out_pdf: str
     key = "n" if form == "bon" else "step"
     if "kl_penalty" in curves:
         curves, fits = curves[curves["kl_penalty"] == 0], fits[fits["kl_penalty"] == 0]
-    curves = curves.merge(fits[["policy", "rm", "data", "seed", "rm_params"]].drop_duplicates(),
-                          on=["policy", "rm", "data", "seed"])
+    curves = _params(curves, fits)
     datas = sorted(curves["data"].unique())
     policies = sorted(curves["policy"].unique())
     colors = size_colors(curves["rm_params"].tolist())

@@ -11,6 +11,7 @@ checkpoint when rerun, giving the same CSV as an uninterrupted run.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,10 +100,6 @@ class ValueHead(torch.nn.Module):
         return self.v(h)[..., 0]
 
 
-def _rng_state(g: torch.Generator, rng: np.random.Generator) -> dict:
-    return {"torch": g.get_state(), "numpy": json.dumps(rng.bit_generator.state)}
-
-
 def save_checkpoint(ckpt: Path, step: int, policy, value, opt, g, rng, rows) -> None:
     """Everything needed to continue bit-for-bit; safetensors and weights-only tensors only."""
     from safetensors.torch import save_file, save_model
@@ -114,8 +111,6 @@ def save_checkpoint(ckpt: Path, step: int, policy, value, opt, g, rng, rows) -> 
     torch.save({"opt": opt.state_dict(), "torch_rng": g.get_state()}, tmp / "state.pt")
     (tmp / "meta.json").write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state, "rows": rows}))
     if ckpt.exists():
-        import shutil
-
         shutil.rmtree(ckpt)
     tmp.rename(ckpt)
 
@@ -178,7 +173,6 @@ def run_ppo(
     opt = torch.optim.Adam(list(policy.parameters()) + list(value.parameters()), lr=cfg.lr, eps=1e-5)
     g = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    score = reward_fn
 
     def encode(prompts):
         return torch.tensor([tok(p, add_special_tokens=False)["input_ids"] for p in prompts], dtype=torch.long)
@@ -195,7 +189,7 @@ def run_ppo(
         kl = sampled_kl(masked_logprobs(policy, seq, ev_x.shape[1], banned), masked_logprobs(ref, seq, ev_x.shape[1], banned))
         comps = tok.batch_decode(y, skip_special_tokens=True)
         gs = gold_fn(ev_prompts, comps)
-        ps = score(ev_prompts, comps)
+        ps = reward_fn(ev_prompts, comps)
         n = len(comps)
         return {"step": step, "kl": float(kl.mean()), "gold": float(gs.mean()), "gold_se": float(gs.std(ddof=1) / np.sqrt(n)),
                 "proxy": float(ps.mean()), "proxy_se": float(ps.std(ddof=1) / np.sqrt(n))}
@@ -222,7 +216,7 @@ def run_ppo(
             ref_logp = masked_logprobs(ref, seq, P, banned)
             old_v = value(h)
             # ---- reward: proxy score of the whole text at the last token, KL penalty per token
-            r_proxy = torch.tensor(score(prompts, tok.batch_decode(y, skip_special_tokens=True)), dtype=torch.float32)
+            r_proxy = torch.tensor(reward_fn(prompts, tok.batch_decode(y, skip_special_tokens=True)), dtype=torch.float32)
             tok_rewards = -cfg.kl_penalty * (old_logp - ref_logp)
             tok_rewards[:, -1] += r_proxy
             adv, returns = gae(tok_rewards, old_v, cfg.gamma, cfg.gae_lambda)
@@ -259,8 +253,6 @@ def run_ppo(
     log.info("ppo: %.3f steps/s over %d steps", (cfg.steps - start) / max(time.time() - t0, 1e-9), cfg.steps - start)
     with atomic_file(out) as tmp:
         df.to_csv(tmp, index=False)
-    import shutil
-
     shutil.rmtree(ckpt, ignore_errors=True)
     log.info("ppo done: %s", json.dumps(asdict(cfg)))
     return df
