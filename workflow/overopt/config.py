@@ -41,6 +41,29 @@ def tiny_params(spec: dict, vocab: int = 100) -> int:
     return vocab * d + pos * d + L * block + 2 * d
 
 
+def model_params(spec: dict) -> int | None:
+    """Approximate parameter count of a model spec, for resources and cost estimates.
+
+    tiny: exact from the architecture; hf: the spec's `params` if given, else estimated from a
+    local `config.json` (hub ids with no local copy give None: resources fall back to defaults).
+    """
+    if "tiny" in spec:
+        return tiny_params(spec["tiny"])
+    if spec.get("params"):
+        return int(spec["params"])
+    cfg_file = Path(spec["hf"]) / "config.json"
+    if not cfg_file.is_file():
+        return None
+    c = json.loads(cfg_file.read_text())
+    d = c.get("hidden_size") or c.get("n_embd") or c.get("d_model")
+    L = c.get("num_hidden_layers") or c.get("n_layer")
+    V = c.get("vocab_size", 0)
+    if not (d and L):
+        return None
+    ff = c.get("intermediate_size") or c.get("n_inner") or 4 * d
+    return int(L * (4 * d * d + 2 * d * ff) + V * d)
+
+
 def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     import jsonschema
 
