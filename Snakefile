@@ -4,12 +4,16 @@
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/world.smk"
 include: "workflow/rules/rm.smk"
 include: "workflow/rules/bon.smk"
 include: "workflow/rules/rl.smk"
 include: "workflow/rules/scaling.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

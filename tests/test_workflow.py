@@ -12,18 +12,21 @@ from conftest import ROOT, write_config
 
 
 # aggregation targets that read every proxy
-FIGS = ["fig01_bon", "fig01_rl", "fig08_bon_vs_rl", "fig09_kl_penalty", "fig14_rl_kl"]
-SCALING = {"results/fits/scaling.csv", "results/figures/fig03_scaling.pdf", "results/figures/fig03_scaling.png"}
-DOWNSTREAM = {"results/tables/rm_metrics.csv", "results/fits/bon.csv", "results/fits/rl.csv"} | SCALING | {
-    f"results/figures/{f}.{ext}" for f in FIGS for ext in ("pdf", "png")}
+FIGS = ["fig01_bon", "fig01_rl", "fig03_scaling", "fig04_data_size", "fig05_rm_loss_gold", "fig06_rm_loss",
+        "fig07_policy_size", "fig08_bon_vs_rl", "fig09_kl_penalty", "fig10_max_gold", "fig12_forecast", "fig14_rl_kl",
+        "fig24_policy_gap", "fig26_extrapolation"]
+TABLES = {"results/tables/rm_metrics.csv", "results/findings.txt"} | {
+    f"results/fits/{t}.csv" for t in ("bon", "rl", "scaling", "forecast", "extrapolation")}
+DOWNSTREAM = TABLES | {f"results/figures/{f}.{ext}" for f in FIGS for ext in ("pdf", "png")}
+RMS = ("r1", "r2", "r3")
 
 
-def per_proxy(rm, data, rl=True):
+def per_proxy(rm, data, rl=True, policy="p"):
     """Every target of one proxy: itself, its pool scores and curve, and its PPO runs."""
-    out = {f"results/rm/p/{rm}/n{data}/s0", f"results/scores/p/{rm}/n{data}/s0.parquet",
-           f"results/bon/p/{rm}/n{data}/s0.csv"}
+    out = {f"results/rm/{policy}/{rm}/n{data}/s0", f"results/scores/{policy}/{rm}/n{data}/s0.parquet",
+           f"results/bon/{policy}/{rm}/n{data}/s0.csv"}
     if rl:
-        out |= {f"results/rl/p/{rm}/n{data}/kl{k}/s0.csv" for k in (0, 0.5)}
+        out |= {f"results/rl/{policy}/{rm}/n{data}/kl{k}/s0.csv" for k in (0, 0.5)}
     return out
 
 
@@ -43,8 +46,9 @@ def dry_run(workdir: Path) -> set[str]:
 
 def test_smoke_run_writes_every_proxy(smoke_run, smoke_config):
     table = pd.read_csv(smoke_run / "results" / "tables" / "rm_metrics.csv")
-    n = len(smoke_config["policies"]) * len(smoke_config["reward_models"]) * len(smoke_config["data_sizes"]) * len(smoke_config["seeds"])
-    assert len(table) == n
+    # the union of the sub-grids: p x 3 RMs x 2 data sizes, and p2 x 2 RMs x 1 data size
+    assert len(table) == 3 * 2 + 2 * 1
+    assert set(table[table["policy"] == "p2"]["train_pairs"]) == {128}
     for p in (smoke_run / "results" / "rm").glob("*/*/n*/s*"):
         m = json.loads((p / "metrics.json").read_text())
         assert {"params", "val_loss", "val_acc", "train_pairs"} <= set(m)
@@ -68,12 +72,12 @@ def test_smoke_run_writes_bon_scores_curves_fits_and_figure(smoke_run, smoke_con
         assert list(c.columns) == ["n", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]
         assert c["n"].iloc[0] == 1 and c["n"].iloc[-1] == n_samples
     fits = pd.read_csv(res / "fits" / "bon.csv")
-    assert len(fits) == 4
+    assert len(fits) == 8
     for col in ["policy", "rm", "rm_params", "data", "seed", "alpha", "beta", "r2", "d_peak", "gold_peak",
                 "alpha_lo", "alpha_hi", "beta_lo", "beta_hi"]:
         assert col in fits.columns
     assert (fits["alpha_lo"] <= fits["alpha_hi"]).all()
-    for f in FIGS + ["fig03_scaling"]:
+    for f in FIGS:
         for ext in ("pdf", "png"):
             assert (res / "figures" / f"{f}.{ext}").stat().st_size > 10_000
     sc = pd.read_csv(res / "fits" / "scaling.csv")
@@ -88,21 +92,37 @@ def test_changing_a_kl_penalty_reruns_only_rl(smoke_copy, smoke_config):
     cfg["kl_penalties"] = [0, 0.25]
     write_config(smoke_copy, cfg)
     got = dry_run(smoke_copy)
-    assert got == {f"results/rl/p/{r}/n128/kl0.25/s0.csv" for r in ("r1", "r2")} | {"results/fits/rl.csv"} | {
-        f"results/figures/{f}.{e}" for f in FIGS[1:] for e in ("pdf", "png")} | SCALING
+    # everything that reads RL results, nothing that reads only best-of-n
+    assert got == {f"results/rl/p/{r}/n128/kl0.25/s0.csv" for r in RMS} | DOWNSTREAM - {
+        "results/tables/rm_metrics.csv", "results/fits/bon.csv", "results/figures/fig01_bon.pdf",
+        "results/figures/fig01_bon.png"}
 
 
 def test_smoke_run_writes_rl_runs_fits_and_figures(smoke_run):
     res = smoke_run / "results"
-    for r in ("r1", "r2"):
+    for r in RMS:
         for k in (0, 0.5):
             c = pd.read_csv(res / "rl" / "p" / r / "n128" / f"kl{k}" / "s0.csv")
             assert list(c.columns) == ["step", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]
             assert list(c["step"]) == [0, 2, 4]
             assert abs(c["kl"].iloc[0]) < 1e-5  # at step 0 the policy is pi_init
     fits = pd.read_csv(res / "fits" / "rl.csv")
-    assert len(fits) == 4 and "kl_penalty" in fits.columns
+    assert len(fits) == 6 and "kl_penalty" in fits.columns
+    assert not (res / "rl" / "p2").exists()  # rl.policies: [p]
     assert not list(res.glob("rl_checkpoints/**/meta.json"))
+
+
+def test_smoke_run_writes_findings_and_report(smoke_copy):
+    from conftest import snakemake_cmd
+
+    lines = (smoke_copy / "results" / "findings.txt").read_text().splitlines()
+    assert lines and all(l.split()[0] in {"PASS", "FAIL", "SKIP"} for l in lines)
+    assert any("larger policy gains less" in l for l in lines)  # the smoke grid has two policies
+    r = snakemake_cmd(smoke_copy, "--report", "report.html")
+    assert r.returncode == 0, r.stderr[-2000:]
+    html = (smoke_copy / "report.html").read_text(errors="replace")
+    for f in FIGS:
+        assert f"{f}.png" in html
 
 
 def test_nothing_reruns_after_full_run(smoke_copy):
@@ -113,7 +133,8 @@ def test_changing_one_rm_spec_reruns_only_its_jobs(smoke_copy, smoke_config):
     cfg = copy.deepcopy(smoke_config)
     cfg["models"]["r2"]["tiny"]["steps"] = 25
     write_config(smoke_copy, cfg)
-    assert dry_run(smoke_copy) == {"results/base/r2"} | per_proxy("r2", 64, rl=False) | per_proxy("r2", 128) | DOWNSTREAM
+    assert dry_run(smoke_copy) == {"results/base/r2"} | per_proxy("r2", 64, rl=False) | per_proxy("r2", 128) | per_proxy(
+        "r2", 128, rl=False, policy="p2") | DOWNSTREAM
 
 
 def test_adding_a_data_size_adds_only_its_jobs(smoke_copy, smoke_config):
@@ -121,7 +142,7 @@ def test_adding_a_data_size_adds_only_its_jobs(smoke_copy, smoke_config):
     cfg["data_sizes"] = [64, 128, 96]
     write_config(smoke_copy, cfg)
     # not in rl.data_sizes, so no PPO runs for it
-    new = per_proxy("r1", 96, rl=False) | per_proxy("r2", 96, rl=False)
+    new = set().union(*(per_proxy(r, 96, rl=False) for r in RMS))
     # RL figures redraw (Fig. 8 reads every best-of-n curve); RL fits do not change
     assert dry_run(smoke_copy) == new | DOWNSTREAM - {"results/fits/rl.csv"}
 
@@ -131,6 +152,7 @@ def test_changing_rm_lr_reruns_every_proxy_but_no_upstream(smoke_copy, smoke_con
     cfg["rm_train"]["lr"] = 0.002
     write_config(smoke_copy, cfg)
     got = dry_run(smoke_copy)
-    per_rm = set().union(*(per_proxy(r, 64, rl=False) | per_proxy(r, 128) for r in ("r1", "r2")))
+    per_rm = set().union(*(per_proxy(r, 64, rl=False) | per_proxy(r, 128) for r in RMS))
+    per_rm |= per_proxy("r1", 128, rl=False, policy="p2") | per_proxy("r2", 128, rl=False, policy="p2")
     assert got == per_rm | DOWNSTREAM
     assert not any(p.startswith(("results/base", "results/pool", "results/comparisons", "results/gold")) for p in got)

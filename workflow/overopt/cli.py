@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .util import setup_logging
 
@@ -172,6 +173,81 @@ def cmd_predict(a):
     return 0
 
 
+def _policy_params(items):
+    """`name=params` pairs from the command line."""
+    return {k: int(float(v)) for k, v in (x.split("=", 1) for x in items or [])}
+
+
+def cmd_figures(a):
+    """Figures 4, 5, 6, 7, 10, 24 and 26 (plus the extrapolation table) from curves and fits."""
+    import pandas as pd
+
+    from .fit import extrapolation_error
+    from .findings import main_policy, seed_mean_curves
+    from .plots import (fig_data_size, fig_extrapolation, fig_max_gold, fig_policy_size, fig_rm_loss, load_curves,
+                        _params)
+    from .util import atomic_file
+
+    bon, bon_fits = load_curves(a.bon_curves), pd.read_csv(a.bon_fits)
+    fig_data_size(bon, bon_fits, a.fig04)
+    fig_rm_loss(bon, bon_fits, a.loss_n, a.fig05, a.fig06)
+    pp = _policy_params(a.policy_params)
+    fig_policy_size(bon.assign(policy_params=bon["policy"].map(pp)) if pp else bon, bon_fits, a.fig07, a.fig24)
+    fig_max_gold(bon_fits, a.fig10)
+
+    # Fig. 26: fit on the left part of each seed-mean curve of the main policy, read the error at the end
+    curves = {"bon": _params(bon, bon_fits)}
+    max_d = {"bon": a.bon_max_d}
+    if a.rl_runs:
+        rl, rl_fits = load_curves(a.rl_runs), pd.read_csv(a.rl_fits)
+        curves["rl"] = _params(rl[rl["kl_penalty"] == 0], rl_fits)
+        max_d["rl"] = a.rl_max_d
+    pol = main_policy(bon_fits)
+    rows = []
+    for method, c in curves.items():
+        c = c[c["policy"] == pol]
+        top = c["data"].max()
+        for key, m in seed_mean_curves(c[c["data"] == top], "n" if method == "bon" else "step").items():
+            rows.append({"method": method, "policy": key[0], "rm_params": key[1], "data": key[2],
+                         "rm": c[c["rm_params"] == key[1]]["rm"].iloc[0], "max_d": max_d[method],
+                         **extrapolation_error(method, m["d"], m["gold"], max_d[method])})
+    table = pd.DataFrame(rows)
+    with atomic_file(a.extrapolation) as tmp:
+        table.to_csv(tmp, index=False)
+    fig_extrapolation(curves, max_d, table, a.fig26)
+
+
+def cmd_forecast(a):
+    import pandas as pd
+
+    from .plots import fig_forecast, load_curves
+    from .scaling import forecast_table
+    from .util import atomic_file
+
+    fits, curves = {}, {}
+    for m, f, c in (("bon", a.bon_fits, a.bon_curves), ("rl", a.rl_fits, a.rl_runs)):
+        if f:
+            fits[m], curves[m] = pd.read_csv(f), load_curves(c)
+    table = pd.concat([forecast_table(f, m, a.bootstrap) for m, f in fits.items()], ignore_index=True)
+    with atomic_file(a.out) as tmp:
+        table.to_csv(tmp, index=False)
+    fig_forecast(table, curves, fits, a.figure)
+
+
+def cmd_findings(a):
+    from .findings import check, policy_check
+    from .util import atomic_file
+
+    lines = [f.line() for f in check(a.results) + policy_check(a.results, _policy_params(a.policy_params))]
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if a.out:
+        with atomic_file(a.out) as tmp:
+            Path(tmp).write_text(text)
+    failed = sum(l.startswith("FAIL") for l in lines)
+    return 1 if failed and not a.no_fail else 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="overopt")
     sub = p.add_subparsers(dest="step", required=True)
@@ -323,6 +399,37 @@ def main(argv=None):
     s.add_argument("--policy", default=None)
     s.add_argument("--extrapolate", action="store_true")
     s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("figures", help="Figures 4, 5, 6, 7, 10, 24, 26 and the extrapolation table")
+    s.add_argument("--bon-curves", nargs="+", required=True)
+    s.add_argument("--bon-fits", required=True)
+    s.add_argument("--rl-runs", nargs="*", default=[])
+    s.add_argument("--rl-fits", default=None)
+    s.add_argument("--policy-params", nargs="*", default=[], help="name=params for each policy")
+    s.add_argument("--loss-n", type=int, default=64)
+    s.add_argument("--bon-max-d", type=float, default=1.8)
+    s.add_argument("--rl-max-d", type=float, default=2.0)
+    s.add_argument("--extrapolation", required=True)
+    for k in ("fig04", "fig05", "fig06", "fig07", "fig10", "fig24", "fig26"):
+        s.add_argument(f"--{k}", required=True)
+    s.set_defaults(fn=cmd_figures)
+
+    s = sub.add_parser("forecast", help="predict the largest RM from the others' coefficient lines")
+    s.add_argument("--bon-fits", default=None)
+    s.add_argument("--bon-curves", nargs="*", default=[])
+    s.add_argument("--rl-fits", default=None)
+    s.add_argument("--rl-runs", nargs="*", default=[])
+    s.add_argument("--bootstrap", type=int, default=500)
+    s.add_argument("--out", required=True)
+    s.add_argument("--figure", required=True)
+    s.set_defaults(fn=cmd_forecast)
+
+    s = sub.add_parser("findings", help="check the paper's findings on a finished study (exit 1 on a FAIL)")
+    s.add_argument("--results", default="results")
+    s.add_argument("--policy-params", nargs="*", default=[], help="name=params for each policy")
+    s.add_argument("--out", default=None, help="also write the lines here")
+    s.add_argument("--no-fail", action="store_true", help="exit 0 even when a finding fails")
+    s.set_defaults(fn=cmd_findings)
 
     a = p.parse_args(argv)
     setup_logging()

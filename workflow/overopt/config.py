@@ -64,6 +64,28 @@ def model_params(spec: dict) -> int | None:
     return int(L * (4 * d * d + 2 * d * ff) + V * d)
 
 
+AXES = ("policies", "reward_models", "data_sizes")
+
+
+def grid_cells(config: dict) -> list[tuple[str, str, int]]:
+    """Every (policy, reward model, data size) of the study: the union of the sub-grids, or the
+    full cross product when there are none. Sorted, so targets come out in a stable order."""
+    cells = set()
+    for sub in config.get("subgrids") or [{}]:
+        pols, rms, datas = (sub.get(axis, config[axis]) for axis in AXES)
+        cells.update((p, r, int(d)) for p in pols for r in rms for d in datas)
+    return sorted(cells)
+
+
+def rl_cells(config: dict) -> list[tuple[str, str, int]]:
+    """The grid cells that PPO runs on: `rl.policies` x `rl.data_sizes` within the grid."""
+    if "rl" not in config["methods"]:
+        return []
+    pols = config["rl"].get("policies", config["policies"])
+    datas = config["rl"].get("data_sizes", config["data_sizes"])
+    return [c for c in grid_cells(config) if c[0] in pols and c[2] in datas]
+
+
 def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     import jsonschema
 
@@ -100,6 +122,14 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     for i, n in enumerate(config["rl"].get("data_sizes", [])):
         if n not in config["data_sizes"]:
             raise ConfigError(f"config key 'rl.data_sizes[{i}]': {n} is not one of data_sizes")
+    for i, n in enumerate(config["rl"].get("policies", [])):
+        if n not in config["policies"]:
+            raise ConfigError(f"config key 'rl.policies[{i}]': {n!r} is not one of policies")
+    for j, sub in enumerate(config.get("subgrids", [])):
+        for axis in AXES:
+            for i, v in enumerate(sub.get(axis, [])):
+                if v not in config[axis]:
+                    raise ConfigError(f"config key 'subgrids[{j}].{axis}[{i}]': {v!r} is not one of {axis}")
     gold = config["gold"]
     if "tiny" in gold:
         ref = gold["tiny"]["reference"]

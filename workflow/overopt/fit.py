@@ -149,3 +149,18 @@ def fit_rl_table(runs: list[str], metrics: list[str], out: str, min_d: float, B:
     with atomic_file(out) as tmp:
         df.to_csv(tmp, index=False)
     return df
+
+
+def extrapolation_error(form: str, d, gold, max_d: float) -> dict:
+    """Fit `form` only on d <= `max_d`, then compare its prediction at the largest measured d
+    with the measurement there (paper Fig. 26)."""
+    d, gold = np.asarray(d, float), np.asarray(gold, float)
+    left = (d > 0) & (d <= max_d)
+    if left.sum() < 3 or d.max() <= max_d:
+        return {"alpha": np.nan, "beta": np.nan, "fit_points": int(left.sum()), "d_last": float(d.max()),
+                "gold_last": float(gold[np.argmax(d)]), "gold_pred_last": np.nan, "error_last": np.nan}
+    f = fit_curve(form, d[left], gold[left])
+    i = int(np.argmax(d))
+    pred = float(predict(form, [d[i]], f["alpha"], f["beta"])[0])
+    return {"alpha": f["alpha"], "beta": f["beta"], "fit_points": int(left.sum()), "d_last": float(d[i]),
+            "gold_last": float(gold[i]), "gold_pred_last": pred, "error_last": pred - float(gold[i])}

@@ -243,3 +243,233 @@ def fig_scaling(fits: dict, table: pd.DataFrame, out_pdf: str) -> None:
         axes[r, 1].legend(title="comparisons", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     save(fig, out_pdf)
     plt.close(fig)
+
+
+def main_policy(curves: pd.DataFrame) -> str:
+    """The policy with the most grid cells: where the RM-size and data sweeps live."""
+    return curves.groupby("policy")[["rm", "data"]].apply(lambda g: len(g.drop_duplicates())).idxmax()
+
+
+def _seed_mean(g: pd.DataFrame, key: str) -> pd.DataFrame:
+    return g.groupby(key, as_index=False)[["d", "gold", "proxy"]].mean()
+
+
+def fig_data_size(curves: pd.DataFrame, fits: pd.DataFrame, out_pdf: str) -> None:
+    """Figure 4: best-of-n curves for each data size at a fixed RM size (a panel per RM size
+    that has at least two data sizes): gold solid, proxy dashed, darker = more comparisons."""
+    plt = style()
+    import seaborn as sns
+
+    pol = main_policy(curves)
+    c = _params(curves[curves["policy"] == pol], fits)
+    sizes = [p for p, g in c.groupby("rm_params") if g["data"].nunique() > 1] or sorted(c["rm_params"].unique())[-1:]
+    datas = sorted(c["data"].unique())
+    pal = dict(zip(datas, sns.color_palette("crest", n_colors=len(datas))))
+    fig, axes = plt.subplots(1, len(sizes), figsize=(2.4 * len(sizes) + 0.8, 2.4), squeeze=False, sharey=True)
+    for ax, params in zip(axes[0], sizes):
+        for data, g in c[c["rm_params"] == params].groupby("data"):
+            m = _seed_mean(g, "n")
+            ax.plot(m["d"], m["gold"], "-", color=pal[data], label=f"{data:,}")
+            ax.plot(m["d"], m["proxy"], "--", color=pal[data], lw=1.0)
+        ax.axhline(0, color="0.7", lw=0.6)
+        ax.set_title(f"RM {fmt_params(params)}", pad=18)
+        ax.set_xlabel("d = sqrt(KL) (nats$^{1/2}$)")
+        kl_axis(ax)
+    axes[0, 0].set_ylabel(f"score (gold std. units)\npolicy {pol}, best-of-n")
+    _legend(axes[0, -1], (("-", "gold"), ("--", "proxy")))
+    axes[0, -1].get_legend().set_title("comparisons")
+    save(fig, out_pdf)
+    plt.close(fig)
+
+
+def gold_at_n(curves: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Gold of each best-of-n curve at `n`, interpolated in log n between grid points."""
+    rows = []
+    for key, g in curves.groupby(["policy", "rm", "data", "seed"]):
+        g = g.sort_values("n")
+        rows.append(dict(zip(["policy", "rm", "data", "seed"], key),
+                         gold_at_n=float(np.interp(np.log(n), np.log(g["n"]), g["gold"]))))
+    return pd.DataFrame(rows)
+
+
+def fig_rm_loss(curves: pd.DataFrame, fits: pd.DataFrame, n: int, out5: str, out6: str) -> None:
+    """Figure 5: gold at a fixed n against the proxy's validation loss (one point per proxy);
+    Figure 6: validation loss against data size per RM size, and against RM size per data size."""
+    plt = style()
+    pol = main_policy(curves)
+    f = fits[fits["policy"] == pol].merge(gold_at_n(curves[curves["policy"] == pol], n),
+                                          on=["policy", "rm", "data", "seed"])
+    colors = size_colors(f["rm_params"].tolist())
+    markers = dict(zip(sorted(f["data"].unique()), "os^Dv<>"))
+    fig, ax = plt.subplots(figsize=(3.6, 2.6))
+    for (params, data), g in f.groupby(["rm_params", "data"]):
+        ax.scatter(g["val_loss"], g["gold_at_n"], color=colors[params], marker=markers[data], s=14)
+    from matplotlib.lines import Line2D
+
+    h = [Line2D([], [], color=colors[p], marker="o", ls="", label=fmt_params(p)) for p in sorted(colors)]
+    h += [Line2D([], [], color="k", marker=m, ls="", label=f"{d:,} comparisons") for d, m in markers.items()]
+    ax.legend(handles=h, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    ax.set_xlabel("proxy RM validation loss (nats)")
+    ax.set_ylabel(f"gold score at n = {n} (std. units)")
+    ax.set_title(f"best-of-{n}, policy {pol}")
+    save(fig, out5)
+    plt.close(fig)
+
+    m = f.groupby(["rm_params", "data"], as_index=False)["val_loss"].agg(["mean", "std"]).reset_index()
+    fig, axes = plt.subplots(1, 2, figsize=(5.8, 2.4), constrained_layout=True)
+    for params, g in m.groupby("rm_params"):
+        axes[0].errorbar(g["data"], g["mean"], yerr=g["std"].fillna(0), fmt="-o", ms=3, color=colors[params],
+                         label=fmt_params(params))
+    import seaborn as sns
+
+    datas = sorted(m["data"].unique())
+    pal = dict(zip(datas, sns.color_palette("crest", n_colors=len(datas))))
+    for data, g in m.groupby("data"):
+        axes[1].errorbar(g["rm_params"], g["mean"], yerr=g["std"].fillna(0), fmt="-o", ms=3, color=pal[data],
+                         label=f"{data:,}")
+    axes[0].set_xlabel("comparisons")
+    axes[1].set_xlabel("RM parameters")
+    for ax, title in zip(axes, ("RM params", "comparisons")):
+        ax.set_xscale("log")
+        ax.set_ylabel("validation loss (nats)")
+        ax.legend(title=title, frameon=False)
+    save(fig, out6)
+    plt.close(fig)
+
+
+def fig_policy_size(curves: pd.DataFrame, fits: pd.DataFrame, out7: str, out24: str, method: str = "bon") -> bool:
+    """Figure 7: gold (solid) and proxy (dashed) against d for each policy size, a panel per RM
+    shared by the policies; Figure 24: the proxy - gold gap on the same axes. False (and no
+    figure) when the grid has a single policy."""
+    plt = style()
+    import seaborn as sns
+
+    key = "n" if method == "bon" else "step"
+    if "kl_penalty" in curves:
+        curves = curves[curves["kl_penalty"] == 0]
+    pols = curves.groupby("policy")["policy_params"].first().sort_values() if "policy_params" in curves else None
+    if curves["policy"].nunique() < 2:
+        return False
+    cells = curves.groupby(["rm", "data"])["policy"].nunique()
+    shared = cells[cells > 1].index.tolist()
+    if not shared:
+        return False
+    order = list(pols.index) if pols is not None else sorted(curves["policy"].unique())
+    pal = dict(zip(order, sns.color_palette("mako_r", n_colors=len(order) + 1)[1:]))
+    for out, gap in ((out7, False), (out24, True)):
+        fig, axes = plt.subplots(1, len(shared), figsize=(2.4 * len(shared) + 0.8, 2.4), squeeze=False, sharey=True)
+        for ax, (rm, data) in zip(axes[0], shared):
+            for pol in order:
+                g = curves[(curves["rm"] == rm) & (curves["data"] == data) & (curves["policy"] == pol)]
+                if g.empty:
+                    continue
+                m = _seed_mean(g, key)
+                lab = f"{pol} ({fmt_params(pols[pol])})" if pols is not None else pol
+                if gap:
+                    ax.plot(m["d"], m["proxy"] - m["gold"], "-", color=pal[pol], label=lab)
+                else:
+                    ax.plot(m["d"], m["gold"], "-", color=pal[pol], label=lab)
+                    ax.plot(m["d"], m["proxy"], "--", color=pal[pol], lw=1.0)
+            ax.axhline(0, color="0.7", lw=0.6)
+            ax.set_title(f"RM {rm}, {data:,} comparisons", pad=18)
+            ax.set_xlabel("d = sqrt(KL) (nats$^{1/2}$)")
+            kl_axis(ax)
+        axes[0, 0].set_ylabel("proxy - gold (std. units)" if gap else "score (gold std. units)")
+        _legend(axes[0, -1], () if gap else (("-", "gold"), ("--", "proxy")))
+        axes[0, -1].get_legend().set_title("policy")
+        save(fig, out)
+        plt.close(fig)
+    return True
+
+
+def fig_max_gold(fits: pd.DataFrame, out_pdf: str) -> None:
+    """Figure 10: the highest seed-mean gold on each best-of-n curve, RM size x data size, for
+    the main policy; cells outside the grid are left blank."""
+    plt = style()
+    import seaborn as sns
+
+    pol = fits.groupby("policy")[["rm_params", "data"]].apply(lambda g: len(g.drop_duplicates())).idxmax()
+    f = fits[fits["policy"] == pol]
+    table = f.groupby(["rm_params", "data"])["gold_max"].mean().unstack("data").sort_index(ascending=False)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * table.shape[1], 0.6 + 0.45 * table.shape[0]))
+    sns.heatmap(table, annot=True, fmt=".2f", cmap="Greys", cbar_kws={"label": "max gold (std. units)"}, ax=ax,
+                yticklabels=[fmt_params(p) for p in table.index], xticklabels=[f"{d:,}" for d in table.columns],
+                linewidths=0.5, linecolor="white", annot_kws={"size": 7})
+    ax.set_xlabel("comparisons")
+    ax.set_ylabel("RM parameters")
+    ax.set_title(f"best-of-n maximum gold, policy {pol}")
+    save(fig, out_pdf)
+    plt.close(fig)
+
+
+def fig_extrapolation(curves: dict, max_d: dict, table: pd.DataFrame, out_pdf: str) -> None:
+    """Figure 26: each method's seed-mean curves, the fit made on d <= the cut-off (solid
+    segment) and its extrapolation beyond (dotted), at the largest data size of the main policy."""
+    plt = style()
+    fig, axes = plt.subplots(1, len(curves), figsize=(2.9 * len(curves) + 0.8, 2.5), squeeze=False)
+    for ax, (method, c) in zip(axes[0], curves.items()):
+        t = table[table["method"] == method]
+        colors = size_colors(t["rm_params"].tolist())
+        key = "n" if method == "bon" else "step"
+        for _, row in t.iterrows():
+            g = c[(c["policy"] == row["policy"]) & (c["rm"] == row["rm"]) & (c["data"] == row["data"])]
+            m = _seed_mean(g, key)
+            col = colors[row["rm_params"]]
+            ax.plot(m["d"], m["gold"], "o", ms=2, color=col, label=fmt_params(row["rm_params"]))
+            if np.isfinite(row["alpha"]):
+                dl = np.linspace(1e-3, max_d[method], 50)
+                dr = np.linspace(max_d[method], m["d"].max(), 50)
+                ax.plot(dl, predict(method, dl, row["alpha"], row["beta"]), "-", color=col, lw=1.0)
+                ax.plot(dr, predict(method, dr, row["alpha"], row["beta"]), ":", color=col, lw=1.2)
+        ax.axvline(max_d[method], color="0.5", lw=0.6, ls="--")
+        ax.axhline(0, color="0.7", lw=0.6)
+        ax.set_xlabel("d = sqrt(KL) (nats$^{1/2}$)")
+        ax.set_title(f"{'best-of-n' if method == 'bon' else 'RL'}: fit on d <= {max_d[method]:g}", pad=18)
+        kl_axis(ax)
+    axes[0, 0].set_ylabel("gold score (std. units)")
+    _legend(axes[0, -1], (("-", "fit"), (":", "extrapolated")))
+    save(fig, out_pdf)
+    plt.close(fig)
+
+
+def fig_forecast(forecast: pd.DataFrame, curves: dict, fits: dict, out_pdf: str) -> None:
+    """The forecast: the largest RM's measured curve (points) against the curve predicted from
+    the coefficient lines of the smaller RMs (line), per method, at each data size."""
+    plt = style()
+    import seaborn as sns
+
+    if forecast.empty:
+        fig, ax = plt.subplots(figsize=(3, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no forecast: fewer than 3 RM sizes", ha="center")
+        save(fig, out_pdf)
+        plt.close(fig)
+        return
+    methods = list(forecast["method"].unique())
+    fig, axes = plt.subplots(1, len(methods), figsize=(2.9 * len(methods) + 0.8, 2.5), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        fc = forecast[forecast["method"] == method]
+        pal = dict(zip(sorted(fc["data"].unique()), sns.color_palette("crest", n_colors=fc["data"].nunique())))
+        key = "n" if method == "bon" else "step"
+        c = _params(curves[method], fits[method])
+        if "kl_penalty" in c:
+            c = c[c["kl_penalty"] == 0]
+        for _, row in fc.iterrows():
+            g = c[(c["policy"] == row["policy"]) & (c["data"] == row["data"]) & (c["rm_params"] == row["rm_params"])]
+            m = _seed_mean(g, key)
+            col = pal[row["data"]]
+            ax.plot(m["d"], m["gold"], "o", ms=2, color=col, label=f"{row['data']:,}")
+            dd = np.linspace(1e-3, max(m["d"].max(), min(row["d_peak_pred"], 2 * m["d"].max())), 100)
+            ax.plot(dd, predict(method, dd, row["alpha_pred"], row["beta_pred"]), "-", color=col, lw=1.0)
+            if np.isfinite(row["d_peak_pred"]):
+                ax.plot([row["d_peak_pred"]], [row["gold_peak_pred"]], "*", color=col, ms=6)
+        ax.axhline(0, color="0.7", lw=0.6)
+        ax.set_xlabel("d = sqrt(KL) (nats$^{1/2}$)")
+        ax.set_title(f"{'best-of-n' if method == 'bon' else 'RL'}: RM {fmt_params(fc['rm_params'].iloc[0])} "
+                     "predicted", pad=18)
+        kl_axis(ax)
+    axes[0, 0].set_ylabel("gold score (std. units)")
+    _legend(axes[0, -1], (("-", "predicted"),))
+    axes[0, -1].get_legend().set_title("comparisons")
+    save(fig, out_pdf)
+    plt.close(fig)

@@ -104,3 +104,43 @@ def predict_peak(fits: pd.DataFrame, method: str, rm_params: float, data: int, p
     res["params_range"] = (lo, hi)
     res["extrapolated"] = not (lo <= rm_params <= hi)
     return res
+
+
+def seed_means(fits: pd.DataFrame) -> pd.DataFrame:
+    """One row per (policy, rm_params, data[, kl_penalty]): coefficients and measured peaks
+    averaged over seeds."""
+    keys = ["policy", "rm_params", "data"] + (["kl_penalty"] if "kl_penalty" in fits else [])
+    cols = [c for c in ("alpha", "beta", "r2", "gold_max", "d_at_max", "d_end", "gold_end", "val_loss", "val_acc")
+            if c in fits]
+    return fits.groupby(keys, as_index=False)[cols].mean()
+
+
+def forecast_table(fits: pd.DataFrame, method: str, B: int = 500, seed: int = 0) -> pd.DataFrame:
+    """Hold out the largest RM of each (policy, data): fit the coefficient lines on the other
+    sizes, predict its curve's peak, and set the prediction against what was measured.
+
+    The measured peak is the highest seed-mean gold on the curve; where it sits at the end of
+    the curve (`peak_observed` false) the true peak lies beyond the measured range and the
+    measured value is a lower bound.
+    """
+    if "kl_penalty" in fits:
+        fits = fits[fits["kl_penalty"] == 0]
+    rows = []
+    for (policy, data), g in fits.dropna(subset=["alpha", "beta"]).groupby(["policy", "data"]):
+        sizes = sorted(g["rm_params"].unique())
+        if len(sizes) < 3:  # a line needs two sizes besides the held-out one
+            continue
+        largest = sizes[-1]
+        p = predict_peak(g[g["rm_params"] < largest], method, largest, data, B=B, seed=seed)
+        m = seed_means(g[g["rm_params"] == largest]).iloc[0]
+        observed = bool(m["d_at_max"] < m["d_end"] - 1e-9)
+        rows.append({
+            "method": method, "policy": policy, "data": int(data), "rm_params": int(largest),
+            "fitted_on": ";".join(str(int(s)) for s in sizes[:-1]),
+            **{f"{k}_pred": p[k] for k in ("alpha", "beta", "d_peak", "gold_peak")},
+            **{f"{k}_pred_{e}": p[f"{k}_{e}"] for k in ("d_peak", "gold_peak") for e in ("lo", "hi")},
+            "alpha_meas": m["alpha"], "beta_meas": m["beta"], "d_at_max_meas": m["d_at_max"],
+            "gold_max_meas": m["gold_max"], "peak_observed": observed,
+            "gold_rel_err": (p["gold_peak"] - m["gold_max"]) / abs(m["gold_max"]) if m["gold_max"] else np.nan,
+        })
+    return pd.DataFrame(rows)

@@ -91,7 +91,7 @@ rule fit_bon:
         scores=grid(f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.parquet"),
         rms=rm_dirs(),
     output:
-        f"{OUT}/fits/bon.csv",
+        report(f"{OUT}/fits/bon.csv", caption="../report/fits_bon.rst", category="Tables"),
     params:
         metrics=lambda w, input: " ".join(f"{d}/metrics.json" for d in input.rms),
         bootstrap=CFG["bon"]["bootstrap"],
@@ -112,7 +112,7 @@ rule fig_bon:
         fits=f"{OUT}/fits/bon.csv",
     output:
         pdf=f"{OUT}/figures/fig01_bon.pdf",
-        png=f"{OUT}/figures/fig01_bon.png",
+        png=fig("fig01_bon"),
     log:
         f"{OUT}/logs/fig_bon.log",
     threads: 1

@@ -1,5 +1,5 @@
 # Validated config, wildcard constraints and target helpers. The only place config is read.
-from overopt.config import ConfigError, canonical, tiny_params, validate
+from overopt.config import ConfigError, canonical, grid_cells, model_params, rl_cells, tiny_params, validate
 
 try:
     CFG = validate(config)
@@ -47,36 +47,33 @@ def rm_dirs():
     return grid(f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}")
 
 
+def _expand_cells(pattern, cells, **extra):
+    """`pattern` for every (policy, rm, data) cell x seed (x any extra wildcard lists)."""
+    out = []
+    for policy, rm, data in cells:
+        out += expand(pattern, policy=policy, rm=rm, data=data, seed=CFG["seeds"], **extra)
+    return out
+
+
 def grid(pattern):
-    """`pattern` expanded over every policy x RM x data size x seed."""
-    return expand(
-        pattern, policy=CFG["policies"], rm=CFG["reward_models"], data=CFG["data_sizes"], seed=CFG["seeds"]
-    )
+    """`pattern` expanded over every cell of the study grid (the union of `subgrids`) x seed."""
+    return _expand_cells(pattern, grid_cells(CFG))
+
+
+def comparison_pairs(policy):
+    """Training pairs to sample for a policy: the largest data size any of its cells uses."""
+    return max(d for p, _, d in grid_cells(CFG) if p == policy)
 
 
 def rl_runs():
-    """Every PPO run: the RL sub-grid (rl.data_sizes, default all) x kl_penalties x seeds."""
-    if "rl" not in CFG["methods"]:
-        return []
-    return expand(
-        f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.csv",
-        policy=CFG["policies"],
-        rm=CFG["reward_models"],
-        data=CFG["rl"].get("data_sizes", CFG["data_sizes"]),
-        kl=CFG["kl_penalties"],
-        seed=CFG["seeds"],
-    )
+    """Every PPO run: the RL cells (rl.policies x rl.data_sizes within the grid) x kl_penalties x seeds."""
+    return _expand_cells(f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.csv", rl_cells(CFG),
+                         kl=CFG["kl_penalties"])
 
 
 def rl_rm_dirs():
-    """The proxies that PPO runs use (the RL sub-grid)."""
-    return expand(
-        f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}",
-        policy=CFG["policies"],
-        rm=CFG["reward_models"],
-        data=CFG["rl"].get("data_sizes", CFG["data_sizes"]),
-        seed=CFG["seeds"],
-    )
+    """The proxies that PPO runs use."""
+    return _expand_cells(f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}", rl_cells(CFG))
 
 
 RL_FLAGS = ["steps", "batch_size", "minibatch_size", "epochs", "lr", "eval_every", "eval_prompts",
@@ -89,6 +86,22 @@ def rl_args(kl, seed):
     return " ".join(flags + [f"--kl-penalty {kl}", f"--seed {seed}"])
 
 
+def multi_policy():
+    """Policy-size figures need at least two policies sharing a grid cell."""
+    cells = grid_cells(CFG)
+    return any(len({p for p, r2, d2 in cells if (r2, d2) == (r, d)}) > 1 for _, r, d in cells)
+
+
+def policy_params():
+    """`name=params` for every policy: a plain string, so the param is stable across runs."""
+    return " ".join(f"{p}={model_params(MODELS[p]) or 0}" for p in CFG["policies"])
+
+
+def fig(name):
+    """A paper figure as a report item: PNG in the report (its caption in workflow/report/), PDF beside it."""
+    return report(f"{OUT}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
+
+
 def all_targets():
     targets = [f"{OUT}/tables/rm_metrics.csv"]
     if "bon" in CFG["methods"]:
@@ -97,4 +110,8 @@ def all_targets():
         targets += [f"{OUT}/fits/rl.csv", f"{OUT}/figures/fig01_rl.pdf"]
     if len(CFG["reward_models"]) > 1:
         targets += [f"{OUT}/fits/scaling.csv"]
+    if "bon" in CFG["methods"]:
+        targets += [f"{OUT}/fits/extrapolation.csv", f"{OUT}/findings.txt"]
+    if len(CFG["reward_models"]) > 2:
+        targets += [f"{OUT}/fits/forecast.csv"]
     return targets

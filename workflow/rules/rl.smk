@@ -39,7 +39,7 @@ rule fit_rl:
         runs=rl_runs(),
         rms=rl_rm_dirs(),
     output:
-        f"{OUT}/fits/rl.csv",
+        report(f"{OUT}/fits/rl.csv", caption="../report/fits_rl.rst", category="Tables"),
     params:
         metrics=lambda w, input: " ".join(f"{d}/metrics.json" for d in input.rms),
         min_d=CFG["rl"]["fit_min_d"],
@@ -66,7 +66,7 @@ rule fig_rl:
         fig08=f"{OUT}/figures/fig08_bon_vs_rl.pdf",
         fig09=f"{OUT}/figures/fig09_kl_penalty.pdf",
         fig14=f"{OUT}/figures/fig14_rl_kl.pdf",
-        pngs=[f"{OUT}/figures/{f}.png" for f in ("fig01_rl", "fig08_bon_vs_rl", "fig09_kl_penalty", "fig14_rl_kl")],
+        pngs=[fig(f) for f in ("fig01_rl", "fig08_bon_vs_rl", "fig09_kl_penalty", "fig14_rl_kl")],
     params:
         bon=lambda w, input: f"--bon-curves {' '.join(input.bon_curves)} --bon-fits {input.bon_fits}" if input.bon_fits else "",
     log:

@@ -76,7 +76,7 @@ rule comparisons:
         stats=f"{OUT}/comparisons/{{policy}}.json",
     params:
         policy=lambda w: base_path(w.policy),
-        train_pairs=CFG["comparisons"]["train_pairs"],
+        train_pairs=lambda w: comparison_pairs(w.policy),
         val_pairs=CFG["comparisons"]["val_pairs"],
         label_noise=CFG["comparisons"]["label_noise"],
         batch_size=CFG["comparisons"]["batch_size"],

@@ -1,0 +1,104 @@
+"""The findings check, the forecast and the extrapolation error on hand-made results."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from overopt.bon import bon_kl, n_grid
+from overopt.cli import main as cli
+from overopt.findings import check, first_d
+from overopt.fit import extrapolation_error, fit_curve, predict
+from overopt.scaling import forecast_table
+
+SIZES = {"r1": 10_000, "r2": 100_000, "r3": 1_000_000}
+
+
+def coefs(params, data, turnover):
+    """A family where larger and better-fed RMs peak later and higher, or (turnover=False) where
+    gold keeps rising with d for every RM."""
+    x = np.log10(params)
+    a = 0.1 * x + 0.05 * np.log10(data / 1000)
+    b = 0.39 - 0.06 * x if turnover else -0.02
+    return a, b
+
+
+def make_results(root, turnover=True):
+    ns = n_grid(1024)
+    d = np.sqrt(bon_kl(ns))
+    rows = []
+    for rm, p in SIZES.items():
+        for data in (1000, 4000):
+            for seed in (0, 1):
+                a, b = coefs(p, data, turnover)
+                gold = predict("bon", d, a, b)
+                c = pd.DataFrame({"n": ns, "kl": d**2, "d": d, "gold": gold, "gold_se": 0.01, "proxy": 1.5 * d,
+                                  "proxy_se": 0.01})
+                path = root / "bon" / "pol" / rm / f"n{data}" / f"s{seed}.csv"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                c.to_csv(path, index=False)
+                rows.append({"policy": "pol", "rm": rm, "rm_params": p, "data": data, "seed": seed,
+                             **fit_curve("bon", d, gold), "proxy_monotone": True})
+    (root / "fits").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(root / "fits" / "bon.csv", index=False)
+    return root
+
+
+def by_name(findings):
+    return {f.name.split(" (")[0]: f for f in findings}
+
+
+def test_findings_pass_on_a_family_that_turns_over(tmp_path):
+    f = by_name(check(make_results(tmp_path)))
+    assert f["proxy rises monotonically with d"].status == "PASS"
+    assert f["gold turns over for the smallest RM"].status == "PASS"
+    assert f["larger RMs peak higher"].status == "PASS"
+    assert f["larger RMs peak later"].status == "PASS"
+    assert f["more data helps"].status == "PASS"
+    assert f["best-of-n d(alpha - beta d) fits with R^2 >= 0.95"].status == "PASS"
+
+
+def test_findings_fail_where_gold_never_turns_over(tmp_path, capsys):
+    root = make_results(tmp_path, turnover=False)
+    f = by_name(check(root))
+    assert f["gold turns over for the smallest RM"].status == "FAIL"
+    assert "max" in f["gold turns over for the smallest RM"].detail
+    assert cli(["findings", "--results", str(root)]) == 1  # a FAIL exits non-zero
+    assert "FAIL  gold turns over" in capsys.readouterr().out
+    assert cli(["findings", "--results", str(root), "--no-fail"]) == 0
+
+
+def test_first_d_interpolates_from_the_origin():
+    c = pd.DataFrame({"d": [0.0, 1.0, 2.0], "gold": [0.9, 0.4, 0.8]})  # the d = 0 point is noise
+    assert first_d(c, 0.6) == pytest.approx(1.5)
+    assert first_d(c, 0.2) == pytest.approx(0.5)
+    assert first_d(c, 1.0) == float("inf")
+
+
+def test_forecast_predicts_the_held_out_largest_rm():
+    rows = []
+    d = np.linspace(0.05, 4.0, 60)
+    line = lambda p: (0.1 * np.log10(p), 0.5 - 0.07 * np.log10(p))  # the largest peaks at d = 3.75
+    for rm, p in SIZES.items():
+        for seed in (0, 1, 2):
+            a, b = line(p)
+            g = predict("bon", d, a, b) + np.random.default_rng(seed).normal(0, 0.002, d.size)
+            i = int(np.argmax(g))
+            rows.append({"policy": "pol", "rm": rm, "rm_params": p, "data": 1000, "seed": seed,
+                         **fit_curve("bon", d, g), "gold_max": g[i], "d_at_max": d[i], "d_end": d[-1]})
+    t = forecast_table(pd.DataFrame(rows), "bon", B=50)
+    assert len(t) == 1
+    r = t.iloc[0]
+    a, b = line(SIZES["r3"])
+    assert r["fitted_on"] == "10000;100000" and r["rm_params"] == SIZES["r3"]
+    assert r["alpha_pred"] == pytest.approx(a, abs=0.01) and r["beta_pred"] == pytest.approx(b, abs=0.01)
+    assert r["d_peak_pred"] == pytest.approx(a / (2 * b), rel=0.05)
+    assert r["gold_peak_pred"] == pytest.approx(a * a / (4 * b), rel=0.05)
+    assert abs(r["gold_rel_err"]) < 0.05 and bool(r["peak_observed"])
+
+
+def test_extrapolation_error_is_zero_for_the_true_form_and_not_for_another():
+    d = np.linspace(0.1, 3.0, 30)
+    exact = extrapolation_error("bon", d, predict("bon", d, 0.6, 0.1), 1.5)
+    assert exact["error_last"] == pytest.approx(0.0, abs=1e-9) and exact["fit_points"] == int((d <= 1.5).sum())
+    other = extrapolation_error("bon", d, predict("rl", d, 0.6, 0.3), 1.5)
+    assert abs(other["error_last"]) > 0.1

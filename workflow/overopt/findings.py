@@ -1,0 +1,290 @@
+"""The findings check: one line per finding of the paper that the grid can test, with its
+numbers and PASS, FAIL or SKIP (not testable on this grid).
+
+Every finding is judged on seed-mean curves of the main policy (the one with the most grid
+cells), with the thresholds written next to each check. "Beyond noise" means by more than twice
+the standard error over prompts of the seed-mean curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .fit import fit_curve
+
+RHO_MIN = 0.8  # rank correlation that counts as "ordered" (3 points: only a perfect order)
+R2_MIN = 0.95
+SAME_KL = 0.25  # peaks "at a similar KL": d at the peak within 25%
+
+
+@dataclass
+class Finding:
+    status: str  # PASS, FAIL or SKIP
+    name: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.status:4s}  {self.name}: {self.detail}"
+
+
+def _spearman(x, y) -> float:
+    from scipy.stats import spearmanr
+
+    if len(x) < 2 or np.ptp(np.asarray(y, float)) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def load(results: str | Path) -> dict:
+    """Fit tables and the curves they were fitted on (the paths follow from the table rows, so
+    stale files of cells no longer in the grid are never read)."""
+    res = Path(results)
+    out = {}
+    for method in ("bon", "rl"):
+        f = res / "fits" / f"{method}.csv"
+        if not f.exists():
+            continue
+        fits = pd.read_csv(f)
+        frames = []
+        for r in fits.itertuples():
+            kl = f"kl{r.kl_penalty:g}/" if method == "rl" else ""
+            path = res / method / r.policy / r.rm / f"n{r.data}" / f"{kl}s{r.seed}.csv"
+            if method == "rl" and not path.exists():  # the penalty as written in the config, e.g. kl0.05
+                path = next((res / method / r.policy / r.rm / f"n{r.data}").glob(f"kl*/s{r.seed}.csv"))
+            c = pd.read_csv(path).assign(policy=r.policy, rm=r.rm, rm_params=r.rm_params, data=r.data, seed=r.seed)
+            if method == "rl":
+                c["kl_penalty"] = r.kl_penalty
+            frames.append(c)
+        out[method] = (fits, pd.concat(frames, ignore_index=True))
+    sc = res / "fits" / "scaling.csv"
+    out["scaling"] = pd.read_csv(sc) if sc.exists() else pd.DataFrame()
+    return out
+
+
+def seed_mean_curves(curves: pd.DataFrame, key: str) -> dict:
+    """{(policy, rm_params, data[, kl_penalty]): DataFrame of d, gold, gold_se, proxy} averaged over seeds."""
+    keys = ["policy", "rm_params", "data"] + (["kl_penalty"] if "kl_penalty" in curves else [])
+    out = {}
+    for k, g in curves.groupby(keys):
+        seeds = g["seed"].nunique()
+        m = g.groupby(key).agg(d=("d", "mean"), gold=("gold", "mean"), proxy=("proxy", "mean"),
+                               gold_se=("gold_se", lambda s: float(np.sqrt(np.mean(np.square(s))) / np.sqrt(seeds))))
+        out[k] = m.reset_index().sort_values("d")
+    return out
+
+
+def main_policy(fits: pd.DataFrame) -> str:
+    return fits.groupby("policy")[["rm_params", "data"]].apply(lambda g: len(g.drop_duplicates())).idxmax()
+
+
+def turnover(c: pd.DataFrame) -> tuple[bool, str]:
+    i = int(np.argmax(c["gold"]))
+    gmax, dmax, gend, dend, se = c["gold"].iloc[i], c["d"].iloc[i], c["gold"].iloc[-1], c["d"].iloc[-1], c["gold_se"].iloc[-1]
+    ok = dmax < dend and gmax - gend > 2 * se
+    return ok, f"max {gmax:.3f} at d {dmax:.2f}, {gend:.3f} at d {dend:.2f} (2 SE {2 * se:.3f})"
+
+
+def first_d(c: pd.DataFrame, level: float) -> float:
+    """The smallest d at which the curve reaches `level` (linear interpolation from the origin,
+    where every curve starts by construction), inf if never. The d = 0 point itself is left out:
+    there gold is pi_init's, and any distance from 0 is noise."""
+    c = c[c["d"] > 0]
+    d = np.concatenate([[0.0], c["d"].to_numpy()])
+    g = np.concatenate([[0.0], c["gold"].to_numpy()])
+    above = np.nonzero(g >= level)[0]
+    if not len(above):
+        return float("inf")
+    j = above[0]
+    return float(d[j - 1] + (level - g[j - 1]) * (d[j] - d[j - 1]) / (g[j] - g[j - 1]))
+
+
+def check(results: str | Path) -> list[Finding]:
+    data = load(results)
+    out: list[Finding] = []
+    if "bon" not in data and "rl" not in data:
+        return [Finding("FAIL", "results", f"no fits under {results}/fits")]
+    means = {}
+    for method, key in (("bon", "n"), ("rl", "step")):
+        if method in data:
+            means[method] = seed_mean_curves(data[method][1], key)
+    pol = main_policy(data["bon"][0] if "bon" in data else data["rl"][0])
+
+    if "bon" in data:
+        fits = data["bon"][0]
+        mono = int(fits["proxy_monotone"].sum())
+        out.append(Finding("PASS" if mono == len(fits) else "FAIL", "proxy rises monotonically with d (best-of-n)",
+                           f"{mono}/{len(fits)} curves"))
+
+    # gold turns over for the smallest RM
+    for method, label in (("bon", "best-of-n"), ("rl", "RL, no KL penalty")):
+        if method not in means:
+            continue
+        cells = {k: c for k, c in means[method].items() if k[0] == pol and (method == "bon" or k[3] == 0)}
+        smallest = min(k[1] for k in cells)
+        parts, any_ok = [], False
+        for k in sorted(k for k in cells if k[1] == smallest):
+            ok, s = turnover(cells[k])
+            any_ok |= ok
+            parts.append(f"{k[2]:,} comparisons: {s}")
+        out.append(Finding("PASS" if any_ok else "FAIL", f"gold turns over for the smallest RM ({smallest:,} params, {label})",
+                           "; ".join(parts)))
+
+    # larger RMs peak later and higher; more data helps
+    for method, label in (("bon", "best-of-n"), ("rl", "RL")):
+        if method not in means:
+            continue
+        cells = {k: c for k, c in means[method].items() if k[0] == pol and (method == "bon" or k[3] == 0)}
+        fits = data[method][0]
+        fits = fits[(fits["policy"] == pol) & ((fits["kl_penalty"] == 0) if "kl_penalty" in fits else True)]
+        by_data = {}
+        for k, c in cells.items():
+            i = int(np.argmax(c["gold"]))
+            by_data.setdefault(k[2], []).append((k[1], c["gold"].iloc[i], c["d"].iloc[i], c["d"].iloc[-1]))
+        hi, late = [], []
+        for dsize, rows in sorted(by_data.items()):
+            if len(rows) < 2:
+                continue
+            rows.sort()
+            p = [r[0] for r in rows]
+            rho_g = _spearman(p, [r[1] for r in rows])
+            # peak location: where the fitted curve turns over (seed-mean coefficients); a curve
+            # whose fit never turns over peaks "at infinity", later than any that does
+            f = fits[fits["data"] == dsize].groupby("rm_params")[["alpha", "beta"]].mean()
+            dpk = [(a / (2 * b) if method == "bon" else float(np.exp(a / b - 1))) if b > 0 else np.inf
+                   for a, b in zip(f["alpha"], f["beta"])]
+            rho_d = _spearman(list(f.index), [min(x, 1e6) for x in dpk])
+            hi.append((rho_g, f"{dsize:,}: " + ", ".join(f"{r[1]:.2f}" for r in rows) + f" (rho {rho_g:.2f})"))
+            late.append((rho_d, f"{dsize:,}: " + ", ".join("none" if not np.isfinite(x) else f"{x:.2f}" for x in dpk)
+                         + f" (rho {rho_d:.2f})"))
+        if hi:
+            ok = all(r >= RHO_MIN for r, _ in hi)
+            out.append(Finding("PASS" if ok else "FAIL", f"larger RMs peak higher ({label}; max gold by RM size)",
+                               "; ".join(s for _, s in hi)))
+            ok = all(r >= RHO_MIN for r, _ in late)
+            out.append(Finding("PASS" if ok else "FAIL", f"larger RMs peak later ({label}; fitted peak d by RM size)",
+                               "; ".join(s for _, s in late)))
+        by_rm = {}
+        for k, c in cells.items():
+            by_rm.setdefault(k[1], []).append((k[2], float(c["gold"].max())))
+        rows = [(p, sorted(v)) for p, v in sorted(by_rm.items()) if len(v) > 1]
+        if rows:
+            rhos = [_spearman([a for a, _ in v], [b for _, b in v]) for _, v in rows]
+            ok = all(r >= RHO_MIN for r in rhos)
+            detail = "; ".join(f"RM {p:,}: " + " -> ".join(f"{g:.2f}" for _, g in v) for p, v in rows)
+            out.append(Finding("PASS" if ok else "FAIL", f"more data helps ({label}; max gold by data size)", detail))
+        elif method == "bon":
+            out.append(Finding("SKIP", f"more data helps ({label})", "one data size per RM in the grid"))
+
+    # fit quality on seed-mean curves
+    for method, label, min_d in (("bon", "best-of-n d(alpha - beta d)", 0.0), ("rl", "RL d(alpha - beta log d)", None)):
+        if method not in means:
+            continue
+        fits = data[method][0]
+        if min_d is None:
+            min_d = float(fits["fit_min_d"].iloc[0]) if "fit_min_d" in fits else 0.0
+        r2 = []
+        for k, c in means[method].items():
+            keep = c["d"] >= min_d
+            if keep.sum() >= 3:
+                r2.append(fit_curve(method, c["d"][keep], c["gold"][keep])["r2"])
+        r2 = np.array(r2)
+        if not len(r2):
+            out.append(Finding("SKIP", f"{label} fits", f"no curve has 3 points with d >= {min_d}"))
+            continue
+        n_ok = int((r2 >= R2_MIN).sum())
+        out.append(Finding("PASS" if n_ok == len(r2) else "FAIL", f"{label} fits with R^2 >= {R2_MIN}",
+                           f"{n_ok}/{len(r2)} seed-mean curves (median {np.median(r2):.3f}, min {r2.min():.3f})"))
+
+    # coefficients against log RM size
+    sc = data["scaling"]
+    if len(sc):
+        sc = sc[sc["policy"] == pol]
+        if "kl_penalty" in sc:
+            sc = sc[sc["kl_penalty"].fillna(0) == 0]
+        for method, coef, sign, label in (("bon", "alpha", 1, "best-of-n alpha rises"),
+                                          ("bon", "beta", -1, "best-of-n beta falls"),
+                                          ("rl", "beta", -1, "RL beta falls")):
+            t = sc[(sc["method"] == method) & (sc["coefficient"] == coef)]
+            if t.empty:
+                continue
+            oks = [(sign * r.slope_lo > 0) if sign > 0 else (r.slope_hi < 0) for r in t.itertuples()]
+            detail = "; ".join(f"{r.data:,}: {r.slope:+.3f} [{r.slope_lo:+.3f}, {r.slope_hi:+.3f}]" for r in t.itertuples())
+            out.append(Finding("PASS" if all(oks) else "FAIL", f"{label} with log RM params (slope per decade, 95% CI)",
+                               detail))
+
+    # RL spends more KL than best-of-n for the same gold
+    if "bon" in means and "rl" in means:
+        parts, oks = [], []
+        for k, r in sorted(means["rl"].items()):
+            b = means["bon"].get(k[:3])
+            if k[3] != 0 or b is None:
+                continue
+            level = 0.5 * min(b["gold"].max(), r["gold"].max())
+            if level <= 0:
+                continue
+            db, dr = first_d(b, level), first_d(r, level)
+            oks.append(dr > db)
+            parts.append(f"RM {k[1]:,}: gold {level:.2f} at d {db:.2f} (BoN) vs {dr:.2f} (RL)")
+        if parts:
+            out.append(Finding("PASS" if all(oks) else "FAIL", "RL spends more KL than best-of-n for the same gold",
+                               "; ".join(parts)))
+
+    # a KL penalty is no better than early stopping
+    if "rl" in means:
+        parts, oks = [], []
+        for k, r in sorted(means["rl"].items()):
+            if k[3] == 0 or (k[:3] + (0.0,)) not in means["rl"]:
+                continue
+            base = means["rl"][k[:3] + (0.0,)]
+            i = int(np.argmax(r["gold"]))
+            d_pen, g_pen, se = r["d"].iloc[i], r["gold"].iloc[i], r["gold_se"].iloc[i]
+            # the early-stopping frontier: the best the unpenalised run reached at no more KL
+            prefix = base[base["d"] <= d_pen]
+            g_base = float(prefix["gold"].max()) if len(prefix) else 0.0
+            better = g_pen - g_base > 2 * se
+            oks.append(not better)
+            parts.append(f"RM {k[1]:,}, penalty {k[3]:g}: {g_pen:.2f} at d {d_pen:.2f} vs {g_base:.2f} "
+                         f"without penalty up to that d{' (better)' if better else ''}")
+        if parts:
+            out.append(Finding("PASS" if all(oks) else "FAIL", "a KL penalty is no better than early stopping",
+                               "; ".join(parts)))
+        else:
+            out.append(Finding("SKIP", "a KL penalty is no better than early stopping", "no penalised runs in the grid"))
+
+    return out
+
+
+def policy_check(results: str | Path, policy_params: dict | None = None) -> list[Finding]:
+    """Larger policy gains less, at a similar peak KL (best-of-n, cells shared by policies)."""
+    policy_params = dict(policy_params or {})
+    data = load(results)
+    if "bon" not in data or data["bon"][0]["policy"].nunique() < 2:
+        return [Finding("SKIP", "larger policy gains less at a similar peak KL", "one policy in the grid")]
+    means = seed_mean_curves(data["bon"][1], "n")
+    for pol in data["bon"][0]["policy"].unique():  # sizes of tiny policies are recorded by pretraining
+        m = Path(results) / "base" / pol / "metrics.json"
+        if pol not in policy_params and m.exists():
+            import json
+
+            policy_params[pol] = json.loads(m.read_text())["params"]
+    cells = {}
+    for (pol, p, dsize), c in means.items():
+        i = int(np.argmax(c["gold"]))
+        cells.setdefault((p, dsize), []).append((policy_params.get(pol, 0), pol, c["gold"].iloc[i], c["d"].iloc[i]))
+    parts, oks = [], []
+    for (p, dsize), rows in sorted(cells.items()):
+        if len(rows) < 2:
+            continue
+        rows.sort()
+        (_, small, g_s, d_s), (_, large, g_l, d_l) = rows[0], rows[-1]
+        ok = g_l < g_s and abs(d_l / d_s - 1) <= SAME_KL
+        oks.append(ok)
+        parts.append(f"RM {p:,}, {dsize:,}: {small} {g_s:.2f} at d {d_s:.2f}, {large} {g_l:.2f} at d {d_l:.2f}")
+    if not parts:
+        return [Finding("SKIP", "larger policy gains less at a similar peak KL", "no cell shared by two policies")]
+    return [Finding("PASS" if all(oks) else "FAIL", "larger policy gains less at a similar peak KL (best-of-n)",
+                    "; ".join(parts))]

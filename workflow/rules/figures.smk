@@ -1,0 +1,57 @@
+# The paper's aggregate figures (4, 5, 6, 7, 10, 24, 26) and the findings check.
+
+POLICY_FIGS = ["fig07_policy_size", "fig24_policy_gap"] if multi_policy() else []
+AGG_FIGS = ["fig04_data_size", "fig05_rm_loss_gold", "fig06_rm_loss", "fig10_max_gold", "fig26_extrapolation"]
+
+
+rule figures:
+    input:
+        bon_curves=grid(f"{OUT}/bon/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.csv"),
+        bon_fits=f"{OUT}/fits/bon.csv",
+        rl_runs=rl_runs(),
+        rl_fits=f"{OUT}/fits/rl.csv" if "rl" in CFG["methods"] else [],
+    output:
+        extrapolation=report(f"{OUT}/fits/extrapolation.csv", caption="../report/extrapolation.rst", category="Tables"),
+        pdfs=[f"{OUT}/figures/{f}.pdf" for f in AGG_FIGS + POLICY_FIGS],
+        pngs=[fig(f) for f in AGG_FIGS + POLICY_FIGS],
+    params:
+        rl=lambda w, input: f"--rl-runs {' '.join(input.rl_runs)} --rl-fits {input.rl_fits}" if input.rl_fits else "",
+        policy_params=policy_params(),
+        loss_n=CFG["analysis"]["loss_n"],
+        bon_max_d=CFG["analysis"]["extrapolate_bon_max_d"],
+        rl_max_d=CFG["analysis"]["extrapolate_rl_max_d"],
+        figdir=f"{OUT}/figures",
+    log:
+        f"{OUT}/logs/figures.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "overopt figures --bon-curves {input.bon_curves} --bon-fits {input.bon_fits} {params.rl}"
+        " --policy-params {params.policy_params} --loss-n {params.loss_n} --bon-max-d {params.bon_max_d}"
+        " --rl-max-d {params.rl_max_d} --extrapolation {output.extrapolation}"
+        " --fig04 {params.figdir}/fig04_data_size.pdf --fig05 {params.figdir}/fig05_rm_loss_gold.pdf"
+        " --fig06 {params.figdir}/fig06_rm_loss.pdf --fig07 {params.figdir}/fig07_policy_size.pdf"
+        " --fig10 {params.figdir}/fig10_max_gold.pdf --fig24 {params.figdir}/fig24_policy_gap.pdf"
+        " --fig26 {params.figdir}/fig26_extrapolation.pdf > {log} 2>&1"
+
+
+rule findings:
+    input:
+        bon=f"{OUT}/fits/bon.csv",
+        rl=f"{OUT}/fits/rl.csv" if "rl" in CFG["methods"] else [],
+        scaling=f"{OUT}/fits/scaling.csv" if len(CFG["reward_models"]) > 1 else [],
+    output:
+        report(f"{OUT}/findings.txt", caption="../report/findings.rst", category="Findings"),
+    params:
+        policy_params=policy_params(),
+    log:
+        f"{OUT}/logs/findings.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        # a FAIL is a result to read, not a broken job: --no-fail here, `overopt findings` exits 1
+        "overopt findings --results {OUT} --policy-params {params.policy_params} --out {output} --no-fail > {log} 2>&1"
