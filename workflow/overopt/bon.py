@@ -124,14 +124,14 @@ def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int
     import pandas as pd
 
     from .models import load_reward, load_tokenizer
-    from .rm import rewards
+    from .rm import rewards_by_prompt
     from .util import seed_everything
 
     seed_everything(0, threads)
     df = pd.read_parquet(pool)
     tok = load_tokenizer(rm_dir)
     model = load_reward(rm_dir, pad_token_id=tok.pad_token_id)
-    r = rewards(model, tok, (df["prompt"] + df["completion"]).tolist())
+    r = rewards_by_prompt(model, tok, df["prompt"].tolist(), df["completion"].tolist())
     gold = pd.read_parquet(gold_scores)
     res = df[["prompt_id", "sample_id"]].assign(proxy=r - r.mean()).merge(gold[["prompt_id", "sample_id", "gold"]])
     write_scores(res, out, proxy_offset=float(r.mean()))
