@@ -10,10 +10,17 @@ OUT = CFG["outdir"]
 MODELS = CFG["models"]
 
 
+def _one_of(names):
+    """A wildcard that matches exactly one of `names` (so `pool/lm-m.gold.parquet` is never a policy)."""
+    import re
+
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
 wildcard_constraints:
-    policy="[A-Za-z0-9][A-Za-z0-9_.-]*",
-    rm="[A-Za-z0-9][A-Za-z0-9_.-]*",
-    model="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    policy=_one_of(CFG["policies"]),
+    rm=_one_of(CFG["reward_models"]),
+    model=_one_of(MODELS),
     data=r"\d+",
     seed=r"\d+",
     kl=r"[0-9]+(\.[0-9]+)?(e-?[0-9]+)?",
