@@ -81,11 +81,33 @@ def main_policy(fits: pd.DataFrame) -> str:
     return fits.groupby("policy")[["rm_params", "data"]].apply(lambda g: len(g.drop_duplicates())).idxmax()
 
 
-def turnover(c: pd.DataFrame) -> tuple[bool, str]:
+def turnover(c: pd.DataFrame, drop_se: float | None = None) -> tuple[bool, str]:
+    """Gold peaks inside the range and falls from the peak by more than twice the standard
+    error of that fall. `drop_se` is the SE of the paired per-prompt difference where it is known
+    (best-of-n: both points are read off the same prompts' samples); otherwise the two points
+    are independent evaluations and their SEs add in quadrature."""
     i = int(np.argmax(c["gold"]))
-    gmax, dmax, gend, dend, se = c["gold"].iloc[i], c["d"].iloc[i], c["gold"].iloc[-1], c["d"].iloc[-1], c["gold_se"].iloc[-1]
+    gmax, dmax, gend, dend = c["gold"].iloc[i], c["d"].iloc[i], c["gold"].iloc[-1], c["d"].iloc[-1]
+    se = drop_se if drop_se is not None else float(np.hypot(c["gold_se"].iloc[i], c["gold_se"].iloc[-1]))
     ok = dmax < dend and gmax - gend > 2 * se
-    return ok, f"max {gmax:.3f} at d {dmax:.2f}, {gend:.3f} at d {dend:.2f} (2 SE {2 * se:.3f})"
+    return ok, f"max {gmax:.3f} at d {dmax:.2f}, {gend:.3f} at d {dend:.2f} (fall {gmax - gend:.3f}, 2 SE {2 * se:.3f})"
+
+
+def paired_drop_se(results: Path, policy: str, rm: str, data: int, seeds: list[int], i_max: int) -> float | None:
+    """SE over prompts of gold(best-of-n at grid point i_max) - gold(best-of-N), seed-averaged
+    per prompt, from the scores files (None when they are not there)."""
+    from .bon import bon_per_prompt, n_grid, scores_matrix
+
+    per = []
+    for s in seeds:
+        f = results / "scores" / policy / rm / f"n{data}" / f"s{s}.parquet"
+        if not f.exists():
+            return None
+        proxy, gold = scores_matrix(pd.read_parquet(f))
+        g, _ = bon_per_prompt(proxy, gold, n_grid(proxy.shape[1]))
+        per.append(g[:, i_max] - g[:, -1])
+    diff = np.mean(per, axis=0)
+    return float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 def first_d(c: pd.DataFrame, level: float) -> float:
@@ -127,7 +149,13 @@ def check(results: str | Path) -> list[Finding]:
         smallest = min(k[1] for k in cells)
         parts, any_ok = [], False
         for k in sorted(k for k in cells if k[1] == smallest):
-            ok, s = turnover(cells[k])
+            se = None
+            if method == "bon":
+                f = data["bon"][0]
+                rows = f[(f["policy"] == pol) & (f["rm_params"] == smallest) & (f["data"] == k[2])]
+                se = paired_drop_se(Path(results), pol, rows["rm"].iloc[0], k[2], sorted(rows["seed"]),
+                                    int(np.argmax(cells[k]["gold"])))
+            ok, s = turnover(cells[k], se)
             any_ok |= ok
             parts.append(f"{k[2]:,} comparisons: {s}")
         out.append(Finding("PASS" if any_ok else "FAIL", f"gold turns over for the smallest RM ({smallest:,} params, {label})",
