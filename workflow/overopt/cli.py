@@ -238,7 +238,7 @@ def cmd_findings(a):
     from .findings import check, policy_check
     from .util import atomic_file
 
-    lines = [f.line() for f in check(a.results) + policy_check(a.results, _policy_params(a.policy_params))]
+    lines = [f.line() for f in check(a.results, a.loss_n) + policy_check(a.results, _policy_params(a.policy_params))]
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if a.out:
@@ -429,6 +429,7 @@ def main(argv=None):
     s.add_argument("--policy-params", nargs="*", default=[], help="name=params for each policy")
     s.add_argument("--out", default=None, help="also write the lines here")
     s.add_argument("--no-fail", action="store_true", help="exit 0 even when a finding fails")
+    s.add_argument("--loss-n", type=int, default=64, help="the n at which gold is read against RM loss")
     s.set_defaults(fn=cmd_findings)
 
     a = p.parse_args(argv)

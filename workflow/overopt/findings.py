@@ -124,7 +124,7 @@ def first_d(c: pd.DataFrame, level: float) -> float:
     return float(d[j - 1] + (level - g[j - 1]) * (d[j] - d[j - 1]) / (g[j] - g[j - 1]))
 
 
-def check(results: str | Path) -> list[Finding]:
+def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
     data = load(results)
     out: list[Finding] = []
     if "bon" not in data and "rl" not in data:
@@ -206,6 +206,21 @@ def check(results: str | Path) -> list[Finding]:
             out.append(Finding("PASS" if ok else "FAIL", f"more data helps ({label}; max gold by data size)", detail))
         elif method == "bon":
             out.append(Finding("SKIP", f"more data helps ({label})", "one data size per RM in the grid"))
+
+    # lower RM validation loss, more gold at a fixed n (paper Fig. 5)
+    if "bon" in data:
+        fits, curves = data["bon"]
+        pts = []
+        for r in fits[fits["policy"] == pol].itertuples():
+            c = curves[(curves["policy"] == r.policy) & (curves["rm"] == r.rm) & (curves["data"] == r.data)
+                       & (curves["seed"] == r.seed)].sort_values("n")
+            if "val_loss" in fits and len(c):
+                pts.append((r.val_loss, float(np.interp(np.log(loss_n), np.log(c["n"]), c["gold"]))))
+        if len(pts) >= 3:
+            rho = _spearman([p[0] for p in pts], [p[1] for p in pts])
+            out.append(Finding("PASS" if rho <= -RHO_MIN else "FAIL",
+                               f"lower RM validation loss, more gold at n = {loss_n} (best-of-n)",
+                               f"rank correlation {rho:.2f} over {len(pts)} proxies (pass: <= -{RHO_MIN})"))
 
     # fit quality on seed-mean curves
     for method, label, min_d in (("bon", "best-of-n d(alpha - beta d)", 0.0), ("rl", "RL d(alpha - beta log d)", None)):

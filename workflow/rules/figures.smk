@@ -46,6 +46,7 @@ rule findings:
         report(f"{OUT}/findings.txt", caption="../report/findings.rst", category="Findings"),
     params:
         policy_params=policy_params(),
+        loss_n=CFG["analysis"]["loss_n"],
     log:
         f"{OUT}/logs/findings.log",
     threads: 1
@@ -54,4 +55,4 @@ rule findings:
         runtime=10,
     shell:
         # a FAIL is a result to read, not a broken job: --no-fail here, `overopt findings` exits 1
-        "overopt findings --results {OUT} --policy-params {params.policy_params} --out {output} --no-fail > {log} 2>&1"
+        "overopt findings --results {OUT} --policy-params {params.policy_params} --loss-n {params.loss_n} --out {output} --no-fail > {log} 2>&1"
