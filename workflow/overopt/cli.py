@@ -163,7 +163,8 @@ def cmd_predict(a):
             return 2
         print(f"WARNING: extrapolating: {msg}; intervals assume the log-linear law holds there")
     ci = lambda k: f"{r[k]:.3g} [{r[k + '_lo']:.3g}, {r[k + '_hi']:.3g}]"
-    print(f"method {a.method}, RM {a.rm_params:g} params, {a.data} comparisons (fitted on {lo:,}..{hi:,} params)")
+    print(f"method {a.method}, policy {r['policy']}, RM {a.rm_params:g} params, {a.data} comparisons "
+          f"(fitted on {lo:,}..{hi:,} params)")
     print(f"alpha {ci('alpha')}, beta {ci('beta')}")
     print(f"peak d = sqrt(KL): {ci('d_peak')}")
     print(f"peak KL (nats):    {ci('kl_peak')}")

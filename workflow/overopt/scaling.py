@@ -76,8 +76,11 @@ def predict_peak(fits: pd.DataFrame, method: str, rm_params: float, data: int, p
     g = g.dropna(subset=["alpha", "beta"])
     if g.empty:
         raise ValueError(f"no {method} fits at data size {data}" + (f" for policy {policy}" if policy else ""))
-    if g["policy"].nunique() > 1:
-        raise ValueError(f"fits for several policies ({', '.join(sorted(g['policy'].unique()))}): pass --policy")
+    if g["policy"].nunique() > 1:  # the RM-size sweep lives on the policy with the most RM sizes
+        sizes = g.groupby("policy")["rm_params"].nunique()
+        if (sizes == sizes.max()).sum() > 1:
+            raise ValueError(f"fits for several policies ({', '.join(sorted(g['policy'].unique()))}): pass --policy")
+        g = g[g["policy"] == sizes.idxmax()]
     x = np.log10(rm_params)
     rng = np.random.default_rng(seed)
     ba, bb = _boot_lines(g, "alpha", B, rng), _boot_lines(g, "beta", B, rng)
@@ -96,7 +99,7 @@ def predict_peak(fits: pd.DataFrame, method: str, rm_params: float, data: int, p
 
     point = summary(alpha, beta)
     boots = pd.DataFrame([summary(a[0] * x + a[1], b[0] * x + b[1]) for a, b in zip(ba, bb)])
-    res = {"method": method, "rm_params": rm_params, "data": data, **point}
+    res = {"method": method, "policy": g["policy"].iloc[0], "rm_params": rm_params, "data": data, **point}
     for k in point:
         v = boots[k].replace([np.inf, -np.inf], np.nan).dropna()
         res[f"{k}_lo"], res[f"{k}_hi"] = (np.percentile(v, 2.5), np.percentile(v, 97.5)) if len(v) else (np.nan, np.nan)
