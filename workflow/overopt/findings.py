@@ -189,10 +189,10 @@ def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
             late.append((rho_d, f"{dsize:,}: " + ", ".join("none" if not np.isfinite(x) else f"{x:.2f}" for x in dpk)
                          + f" (rho {rho_d:.2f})"))
         if hi:
-            ok = all(r >= RHO_MIN for r, _ in hi)
+            ok = all(r >= RHO_MIN - 1e-9 for r, _ in hi)
             out.append(Finding("PASS" if ok else "FAIL", f"larger RMs peak higher ({label}; max gold by RM size)",
                                "; ".join(s for _, s in hi)))
-            ok = all(r >= RHO_MIN for r, _ in late)
+            ok = all(r >= RHO_MIN - 1e-9 for r, _ in late)
             out.append(Finding("PASS" if ok else "FAIL", f"larger RMs peak later ({label}; fitted peak d by RM size)",
                                "; ".join(s for _, s in late)))
         by_rm = {}
@@ -201,7 +201,7 @@ def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
         rows = [(p, sorted(v)) for p, v in sorted(by_rm.items()) if len(v) > 1]
         if rows:
             rhos = [_spearman([a for a, _ in v], [b for _, b in v]) for _, v in rows]
-            ok = all(r >= RHO_MIN for r in rhos)
+            ok = all(r >= RHO_MIN - 1e-9 for r in rhos)
             detail = "; ".join(f"RM {p:,}: " + " -> ".join(f"{g:.2f}" for _, g in v) for p, v in rows)
             out.append(Finding("PASS" if ok else "FAIL", f"more data helps ({label}; max gold by data size)", detail))
         elif method == "bon":
@@ -218,7 +218,7 @@ def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
                 pts.append((r.val_loss, float(np.interp(np.log(loss_n), np.log(c["n"]), c["gold"]))))
         if len(pts) >= 3:
             rho = _spearman([p[0] for p in pts], [p[1] for p in pts])
-            out.append(Finding("PASS" if rho <= -RHO_MIN else "FAIL",
+            out.append(Finding("PASS" if rho <= -RHO_MIN + 1e-9 else "FAIL",
                                f"lower RM validation loss, more gold at n = {loss_n} (best-of-n)",
                                f"rank correlation {rho:.2f} over {len(pts)} proxies (pass: <= -{RHO_MIN})"))
 
