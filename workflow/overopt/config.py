@@ -86,6 +86,20 @@ def rl_cells(config: dict) -> list[tuple[str, str, int]]:
     return [c for c in grid_cells(config) if c[0] in pols and c[2] in datas]
 
 
+HF_ONLY = ("params", "tokenizer", "lora", "quantize")
+
+
+def _check_kind(spec: dict, key: str) -> None:
+    """Exactly one of tiny/hf, and the hf options only beside hf."""
+    kinds = [k for k in ("tiny", "hf") if k in spec]
+    if len(kinds) != 1:
+        raise ConfigError(f"config key '{key}': give exactly one of 'tiny' or 'hf' (got {kinds or 'neither'})")
+    if "tiny" in spec:
+        for k in HF_ONLY:
+            if k in spec:
+                raise ConfigError(f"config key '{key}.{k}': only for hf models")
+
+
 def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     import jsonschema
 
@@ -106,6 +120,21 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     _fill_defaults(config, schema, schema)
 
     models = config["models"]
+    for name, spec in models.items():
+        _check_kind(spec, f"models.{name}")
+        if spec.get("quantize", "none") != "none":
+            if name in config["reward_models"]:
+                raise ConfigError(f"config key 'models.{name}.quantize': {name!r} is a proxy RM, which is trained; "
+                                  "quantize is for frozen models only")
+            if spec.get("lora"):
+                raise ConfigError(f"config key 'models.{name}.quantize': a LoRA policy's pi_init is its own weights "
+                                  "with the adapter disabled, so there is no separate frozen copy to quantize")
+    _check_kind(config["gold"], "gold")
+    prompts = config["world"].get("prompts")
+    if prompts:
+        for key, n in (("bon.prompts", config["bon"]["prompts"]), ("rl.eval_prompts", config["rl"].get("eval_prompts", 0))):
+            if n > prompts["heldout"]:
+                raise ConfigError(f"config key '{key}': {n} exceeds world.prompts.heldout ({prompts['heldout']})")
     for axis in ("policies", "reward_models"):
         for i, name in enumerate(config[axis]):
             if name not in models:

@@ -108,11 +108,15 @@ class TinyGold:
 
 
 class HFGold:
-    def __init__(self, path: str, batch_size: int = 64):
-        from .models import load_reward, load_tokenizer
+    """A frozen sequence-classification RM on its own tokenizer, full precision or quantized."""
 
-        self.tokenizer = load_tokenizer(path)
-        self.model = load_reward(path, pad_token_id=self.tokenizer.pad_token_id).eval()
+    def __init__(self, path: str, tokenizer: str | None = None, quantize: str | None = None, batch_size: int = 64):
+        from .models import load_tokenizer
+
+        spec = {"hf": path, "tokenizer": tokenizer, "quantize": quantize}
+        self.tokenizer = load_tokenizer(path if tokenizer is None else tokenizer)
+        # the classifier reads the last non-pad token, so either padding side scores the same
+        self.model = load_reward_spec(spec, self.tokenizer.pad_token_id).eval()
         self.batch_size = batch_size
 
     @torch.no_grad()
@@ -121,8 +125,20 @@ class HFGold:
         texts = [p + c for p, c in zip(prompts, completions)]
         for b in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(texts[b : b + self.batch_size], return_tensors="pt", padding=True)
-            out.append(self.model(**enc).logits[:, 0].float().numpy())
+            enc = {k: v.to(self.model.device) for k, v in enc.items()}
+            out.append(self.model(**enc).logits[:, 0].float().cpu().numpy())
         return np.concatenate(out)
+
+
+def load_reward_spec(spec: dict, pad_token_id: int | None):
+    """`models.load_reward` on an in-memory spec (quantized as it says: the gold is frozen)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .hf import from_pretrained_kwargs
+
+    return AutoModelForSequenceClassification.from_pretrained(
+        spec["hf"], num_labels=1, pad_token_id=pad_token_id, **from_pretrained_kwargs(spec, True, torch.float32)
+    )
 
 
 def load_gold(path: str | Path):
@@ -131,7 +147,7 @@ def load_gold(path: str | Path):
     if spec["kind"] == "tiny":
         return TinyGold(path, spec)
     if spec["kind"] == "hf":
-        return HFGold(spec["path"])
+        return HFGold(spec["path"], spec.get("tokenizer"), spec.get("quantize"))
     raise ValueError(f"{path}/gold.json: unknown gold kind {spec['kind']!r}")
 
 
@@ -145,7 +161,8 @@ def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: st
 
     with atomic_dir(out) as tmp:
         if "hf" in spec:
-            meta = {"kind": "hf", "path": spec["hf"]}
+            meta = {"kind": "hf", "path": spec["hf"], "tokenizer": spec.get("tokenizer"),
+                    "quantize": spec.get("quantize", "none")}
         else:
             tiny = spec["tiny"]
             shutil.copytree(reference_dir, tmp / "reference")

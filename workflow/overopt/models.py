@@ -44,28 +44,46 @@ def tiny_config(spec: dict, tokenizer):
 
 
 def load_tokenizer(path: str | Path):
+    """The tokenizer of a model ref (a directory, or an `hf:` spec file with its own `tokenizer:`)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path))
+    from .hf import tokenizer_source
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_source(path))
     if tok.pad_token_id is None:  # most causal-LM tokenizers ship without one
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_causal(path: str | Path, dtype=torch.float32):
+def load_causal(path: str | Path, dtype=torch.float32, frozen: bool = False):
+    """A causal LM from a ref; `frozen` uses honour the spec's `quantize:`."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True)
-    return model
+    from .hf import from_pretrained_kwargs, read_spec
+
+    spec = read_spec(path)
+    return AutoModelForCausalLM.from_pretrained(spec["hf"], **from_pretrained_kwargs(spec, frozen, dtype))
 
 
-def load_reward(path: str | Path, dtype=torch.float32, pad_token_id: int | None = None):
-    """A scalar reward model; from an LM base this adds a freshly initialised scalar head."""
+def load_reward(path: str | Path, dtype=torch.float32, pad_token_id: int | None = None, frozen: bool = False):
+    """A scalar reward model; from an LM base this adds a freshly initialised scalar head.
+
+    A LoRA proxy's directory holds only its adapter and head: its frozen base is loaded from
+    the spec it recorded, and the adapter put back on top.
+    """
     from transformers import AutoModelForSequenceClassification
 
+    from .hf import ADAPTER_BASE, from_pretrained_kwargs, is_adapter_dir, read_spec
+
     kw = {} if pad_token_id is None else {"pad_token_id": pad_token_id}
+    if is_adapter_dir(path):
+        from peft import PeftModel
+
+        base = load_reward(Path(path) / ADAPTER_BASE, dtype, pad_token_id)
+        return PeftModel.from_pretrained(base, str(path))
+    spec = read_spec(path)
     return AutoModelForSequenceClassification.from_pretrained(
-        str(path), num_labels=1, dtype=dtype, use_safetensors=True, **kw
+        spec["hf"], num_labels=1, **from_pretrained_kwargs(spec, frozen, dtype), **kw
     )
 
 

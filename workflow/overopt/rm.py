@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import chosen_rejected, train_subset
+from .hf import ADAPTER_BASE, add_lora, read_spec, trainable_parameters
 from .models import count_params, load_reward, load_tokenizer, read_metrics
 from .util import Progress, atomic_dir, log, seed_everything, write_json
 
@@ -59,11 +60,15 @@ def train_rm(
     val = df[df["split"] == "val"]
     tok = load_tokenizer(base_dir)
     model = load_reward(base_dir, pad_token_id=tok.pad_token_id)
-    n_params = count_params(model)
+    n_params = count_params(model)  # the proxy's size is its base's, with or without an adapter
+    spec = read_spec(base_dir)
+    if spec.get("lora"):
+        model = add_lora(model, spec["lora"], "SEQ_CLS")
+    params = trainable_parameters(model)
     chosen, rejected = chosen_rejected(train)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = steps_per_epoch * epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     # linear decay to zero over the run: one pass over the data, as in the paper
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(total, 1))
     g = np.random.default_rng(seed)
@@ -79,7 +84,7 @@ def train_rm(
             loss = bt_loss(r[: len(idx)], r[len(idx) :])
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             step += 1
@@ -87,6 +92,8 @@ def train_rm(
     metrics = {
         **evaluate(model, tok, val),
         "params": n_params,
+        "trainable_params": sum(p.numel() for p in params),
+        "lora": bool(spec.get("lora")),
         "base_params": read_metrics(base_dir).get("params", n_params),
         "train_pairs": int(len(train)),
         "val_pairs": int(len(val)),
@@ -96,7 +103,10 @@ def train_rm(
     }
     log.info("proxy RM: val_acc=%.3f val_loss=%.3f (%d params, %d pairs)", metrics["val_acc"], metrics["val_loss"], n_params, len(train))
     with atomic_dir(out) as tmp:
+        # a LoRA proxy saves its adapter and head (safetensors) and the spec of the base they sit on
         model.save_pretrained(str(tmp), safe_serialization=True)
+        if spec.get("lora"):
+            write_json({k: v for k, v in spec.items() if k not in ("lora", "quantize")}, Path(tmp) / ADAPTER_BASE)
         tok.save_pretrained(str(tmp))
         write_json(metrics, Path(tmp) / "metrics.json")
     return metrics
