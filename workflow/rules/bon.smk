@@ -20,8 +20,8 @@ rule pool:
         f"{OUT}/benchmarks/pool/{{policy}}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=mem("policy", base=4000),
+        runtime=runtime("policy", base=60),
         gpu=lambda w: gpus(w.policy),
     shell:
         "overopt pool --policy {params.policy} --out {output} --prompts {params.prompts}"
@@ -42,8 +42,8 @@ rule score_gold:
         f"{OUT}/benchmarks/score_gold/{{policy}}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=mem("gold", base=4000),
+        runtime=runtime("gold", base=60),
         gpu=1 if "hf" in CFG["gold"] else 0,
     shell:
         "overopt score-gold --pool {input.pool} --gold {input.gold} --out {output}"
@@ -63,8 +63,8 @@ rule score_proxy:
         f"{OUT}/benchmarks/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=mem("rm", base=4000),
+        runtime=runtime("rm", base=60),
         gpu=lambda w: gpus(w.rm),
     shell:
         "overopt score-proxy --pool {input.pool} --gold-scores {input.gold_scores} --rm {input.rm}"
@@ -80,8 +80,8 @@ rule bon_curve:
         f"{OUT}/logs/bon/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem(base=2000),
+        runtime=runtime(base=10),
     shell:
         "overopt bon-curve --scores {input} --out {output} > {log} 2>&1"
 
@@ -99,8 +99,8 @@ rule fit_bon:
         f"{OUT}/logs/fit_bon.log",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=mem(base=4000),
+        runtime=runtime(base=10),
     shell:
         "overopt fit-bon --scores {input.scores} --metrics {params.metrics} --out {output}"
         " --bootstrap {params.bootstrap} > {log} 2>&1"
@@ -117,7 +117,7 @@ rule fig_bon:
         f"{OUT}/logs/fig_bon.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem(base=2000),
+        runtime=runtime(base=10),
     shell:
         "overopt fig-bon --curves {input.curves} --fits {input.fits} --out {output.pdf} > {log} 2>&1"

@@ -122,3 +122,63 @@ def all_targets():
     if len(CFG["reward_models"]) > 2:
         targets += [f"{OUT}/fits/forecast.csv"]
     return targets
+
+
+# Resources
+# Every job asks for memory (mem_mb, MB of host RAM) and wall time (runtime, minutes) that grow
+# with the parameters of the models it loads, and double with each retry (`attempt`): a job that
+# the scheduler kills for memory or time (OUT_OF_MEMORY, TIMEOUT) is resubmitted with twice as
+# much, up to `retries` times (profiles/slurm sets 2). `gpu` stays per rule: 1 when a model is an
+# `hf:` model, 0 in the tiny world. A site overrides any of these per rule with `--set-resources`.
+
+BYTES_PER_PARAM = 4  # fp32 weights, or bf16 weights with a copy's slack while loading
+UNKNOWN_PARAMS = 1_000_000_000  # an hf hub id with no local config.json and no `params:`: assume 1B
+
+
+def _gold_params():
+    """The gold's parameters: its reference LM in the tiny world, the reward model itself for hf."""
+    gold = CFG["gold"]
+    return model_params(MODELS[gold["tiny"]["reference"]]) if "tiny" in gold else model_params(gold)
+
+
+def job_params(wildcards, roles):
+    """Parameters a job holds: one model per role, a role being a wildcard naming a model
+    (`policy`, `rm`, `model`) or `gold`. A role listed twice counts twice (PPO's reference)."""
+    sizes = [_gold_params() if r == "gold" else model_params(MODELS[getattr(wildcards, r)]) for r in roles]
+    return sum(UNKNOWN_PARAMS if n is None else n for n in sizes)
+
+
+def mem(*roles, base):
+    """mem_mb: `base` MB (Python, torch, data; what the tiny world needs) plus BYTES_PER_PARAM per
+    parameter of the models in `roles`, doubled per attempt."""
+
+    def mem_mb(wildcards, attempt):
+        return int((base + BYTES_PER_PARAM * job_params(wildcards, roles) / 1e6) * 2 ** (attempt - 1))
+
+    return mem_mb
+
+
+def runtime(*roles, base):
+    """runtime (minutes): `base` (ample for the tiny world) times 1 + billions of parameters in
+    `roles` (time per token grows with model size), doubled per attempt. Work per job (pool size,
+    PPO steps) is not modelled: a large config sets its runtimes with --set-resources."""
+
+    def minutes(wildcards, attempt):
+        return int(base * (1 + job_params(wildcards, roles) / 1e9) * 2 ** (attempt - 1))
+
+    return minutes
+
+
+# Aggregation (tables, fits, figures) reads small CSVs: it runs in the Snakemake process itself
+# (on the login node under a cluster executor) instead of waiting in the queue for seconds of work.
+localrules:
+    rm_table,
+    bon_curve,
+    fit_bon,
+    fit_rl,
+    fig_bon,
+    fig_rl,
+    scaling,
+    forecast,
+    figures,
+    findings,

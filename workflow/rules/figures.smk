@@ -25,8 +25,8 @@ rule figures:
         f"{OUT}/logs/figures.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem(base=2000),
+        runtime=runtime(base=10),
     shell:
         "overopt figures --bon-curves {input.bon_curves} --bon-fits {input.bon_fits} {params.rl}"
         " --policy-params {params.policy_params} --loss-n {params.loss_n} --bon-max-d {params.bon_max_d}"
@@ -51,8 +51,8 @@ rule findings:
         f"{OUT}/logs/findings.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem(base=2000),
+        runtime=runtime(base=10),
     shell:
         # a FAIL is a result to read, not a broken job: --no-fail here, `overopt findings` exits 1
         "overopt findings --results {OUT} --policy-params {params.policy_params} --loss-n {params.loss_n} --out {output} --no-fail > {log} 2>&1"

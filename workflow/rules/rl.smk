@@ -24,8 +24,8 @@ rule ppo:
         f"{OUT}/benchmarks/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=mem("policy", "policy", "rm", "gold", base=4000),
+        runtime=runtime("policy", base=120),
         gpu=lambda w: gpus(w.policy, w.rm),
     shell:
         "overopt ppo --policy {params.policy} --rm {input.rm} --gold {input.gold} --pool {input.pool}"
@@ -48,8 +48,8 @@ rule fit_rl:
         f"{OUT}/logs/fit_rl.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem(base=2000),
+        runtime=runtime(base=10),
     shell:
         "overopt fit-rl --runs {input.runs} --metrics {params.metrics} --out {output}"
         " --min-d {params.min_d} --bootstrap {params.bootstrap} > {log} 2>&1"
@@ -73,8 +73,8 @@ rule fig_rl:
         f"{OUT}/logs/fig_rl.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem(base=2000),
+        runtime=runtime(base=10),
     shell:
         "overopt fig-rl --runs {input.runs} --fits {input.fits} {params.bon} --fig01 {output.fig01}"
         " --fig08 {output.fig08} --fig09 {output.fig09} --fig14 {output.fig14} > {log} 2>&1"

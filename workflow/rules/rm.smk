@@ -18,8 +18,8 @@ rule train_rm:
         f"{OUT}/benchmarks/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv"
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=30,
+        mem_mb=mem("rm", base=3000),
+        runtime=runtime("rm", base=30),
         gpu=lambda w: gpus(w.rm),
     shell:
         "overopt train-rm --base {params.base} --comparisons {input.comparisons} --out {output}"
@@ -38,7 +38,7 @@ rule rm_table:
         f"{OUT}/logs/rm_table.log",
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=mem(base=1000),
+        runtime=runtime(base=5),
     shell:
         "overopt rm-table --metrics {params.metrics} --out {output} > {log} 2>&1"

@@ -16,8 +16,8 @@ rule scaling:
         f"{OUT}/logs/scaling.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem(base=2000),
+        runtime=runtime(base=10),
     shell:
         "overopt scaling {params.fits} --out {output.table} --figure {output.pdf}"
         " --bootstrap {params.bootstrap} > {log} 2>&1"
@@ -41,8 +41,8 @@ rule forecast:
         f"{OUT}/logs/forecast.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem(base=2000),
+        runtime=runtime(base=10),
     shell:
         "overopt forecast {params.bon} {params.rl} --bootstrap {params.bootstrap} --out {output.table}"
         " --figure {output.pdf} > {log} 2>&1"

@@ -8,8 +8,8 @@ rule tokenizer:
         f"{OUT}/logs/tokenizer.log",
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=mem(base=1000),
+        runtime=runtime(base=5),
     shell:
         "overopt tokenizer --out {output} > {log} 2>&1"
 
@@ -32,8 +32,8 @@ rule pretrain:
         f"{OUT}/benchmarks/pretrain/{{model}}.tsv"
     threads: lambda w: pretrain_threads(w.model)
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=mem("model", base=2000),
+        runtime=runtime("model", base=30),
         gpu=0,
     shell:
         "overopt pretrain --spec '{params.spec}' --tokenizer {input.tokenizer} --out {output}"
@@ -59,8 +59,8 @@ rule gold:
         f"{OUT}/logs/gold.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem("gold", base=2000),
+        runtime=runtime("gold", base=10),
     shell:
         "overopt gold --spec '{params.spec}' {params.reference} --out {output}"
         " --prompt-chars {params.prompt_chars} --completion-tokens {params.completion_tokens}"
@@ -89,8 +89,8 @@ rule comparisons:
         f"{OUT}/benchmarks/comparisons/{{policy}}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=mem("policy", "gold", base=4000),
+        runtime=runtime("policy", "gold", base=30),
         gpu=lambda w: gpus(w.policy),
     shell:
         "overopt comparisons --policy {params.policy} --gold {input.gold} --out {output.pairs}"
