@@ -9,6 +9,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/world.smk"
+include: "workflow/rules/hf.smk"
 include: "workflow/rules/rm.smk"
 include: "workflow/rules/bon.smk"
 include: "workflow/rules/rl.smk"

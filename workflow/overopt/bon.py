@@ -78,17 +78,16 @@ def bon_curve(proxy: np.ndarray, gold: np.ndarray, ns=None):
 
 
 def make_pool(policy_dir: str, out: str, prompts: int, samples: int, prompt_chars: int,
-              completion_tokens: int, batch_size: int, seed: int, threads: int) -> None:
+              completion_tokens: int, batch_size: int, seed: int, threads: int, prompt_file: str | None = None) -> None:
     """P held-out prompts x N completions from pi_init: one pool serves every proxy and every n <= N."""
     import pandas as pd
 
-    from .data import corpus_split, random_prompts
     from .models import load_causal, load_tokenizer, sample_texts
+    from .prompts import heldout_prompts
     from .util import atomic_file, log, seed_everything
 
     seed_everything(seed, threads)
-    _, held = corpus_split()
-    ps = random_prompts(held, prompts, prompt_chars, np.random.default_rng(seed))
+    ps = heldout_prompts(prompt_file, prompts, prompt_chars, np.random.default_rng(seed))
     tok = load_tokenizer(policy_dir)
     model = load_causal(policy_dir)
     flat = [p for p in ps for _ in range(samples)]

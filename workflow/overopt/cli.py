@@ -45,7 +45,7 @@ def cmd_comparisons(a):
     from .data import build_comparisons
 
     build_comparisons(a.policy, a.gold, a.out, a.train_pairs, a.val_pairs, a.prompt_chars, a.completion_tokens,
-                      a.label_noise, a.batch_size, a.seed, a.threads)
+                      a.label_noise, a.batch_size, a.seed, a.threads, a.prompt_file)
 
 
 def cmd_train_rm(a):
@@ -63,7 +63,8 @@ def cmd_rm_table(a):
 def cmd_pool(a):
     from .bon import make_pool
 
-    make_pool(a.policy, a.out, a.prompts, a.samples, a.prompt_chars, a.completion_tokens, a.batch_size, a.seed, a.threads)
+    make_pool(a.policy, a.out, a.prompts, a.samples, a.prompt_chars, a.completion_tokens, a.batch_size, a.seed, a.threads,
+              a.prompt_file)
 
 
 def cmd_score_gold(a):
@@ -107,8 +108,13 @@ def cmd_ppo(a):
 
     from .ppo import PPOConfig, gold_score_fn, proxy_reward_fn, run_ppo
 
-    train, _ = corpus_split()
-    train_prompts = random_prompts(train, 20000, a.prompt_chars, np.random.default_rng(a.seed + 1000))
+    if a.prompt_file:
+        from .prompts import prompt_split
+
+        train_prompts = prompt_split(a.prompt_file, "train")
+    else:
+        train, _ = corpus_split()
+        train_prompts = random_prompts(train, 20000, a.prompt_chars, np.random.default_rng(a.seed + 1000))
     pool = pd.read_parquet(a.pool, columns=["prompt_id", "prompt"]).drop_duplicates("prompt_id").sort_values("prompt_id")
     cfg = PPOConfig(**{k: getattr(a, k) for k in PPOConfig.__dataclass_fields__})
     run_ppo(a.policy, proxy_reward_fn(a.rm, proxy_offset(a.scores)), gold_score_fn(a.gold, a.pool_gold), a.out,
@@ -249,6 +255,49 @@ def cmd_findings(a):
     return 1 if failed and not a.no_fail else 0
 
 
+def cmd_prompts(a):
+    from .prompts import write_prompt_table
+
+    write_prompt_table(a.path, a.column, a.heldout, a.seed, a.prompt_chars, a.out)
+
+
+def cmd_model_spec(a):
+    from .util import write_json
+
+    write_json(a.spec, a.out)
+
+
+def cmd_plan(a):
+    import yaml
+
+    from .config import validate
+    from .plan import format_plan, plan
+
+    print(format_plan(plan(validate(yaml.safe_load(Path(a.config).read_text())), a.mfu, a.peak_tflops)), end="")
+
+
+def add_hf_parsers(sub):
+    s = sub.add_parser("prompts", help="read a prompts file, cut and split it into train / held out")
+    s.add_argument("--path", required=True)
+    s.add_argument("--column", required=True)
+    s.add_argument("--heldout", type=int, required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--prompt-chars", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_prompts)
+
+    s = sub.add_parser("model-spec", help="write an hf: model spec file")
+    s.add_argument("--spec", type=_json, required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_model_spec)
+
+    s = sub.add_parser("plan", help="job counts per rule and a GPU-hours estimate for a config")
+    s.add_argument("--config", required=True)
+    s.add_argument("--mfu", type=float, default=0.4, help="model FLOP utilisation assumed")
+    s.add_argument("--peak-tflops", type=float, default=312.0, help="peak TFLOP/s per GPU (A100 bf16: 312)")
+    s.set_defaults(fn=cmd_plan)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="overopt")
     sub = p.add_subparsers(dest="step", required=True)
@@ -287,6 +336,7 @@ def main(argv=None):
     s.add_argument("--prompt-chars", type=int, required=True)
     s.add_argument("--completion-tokens", type=int, required=True)
     s.add_argument("--label-noise", type=float, default=0.0)
+    s.add_argument("--prompt-file", default=None, help="prompts table from `overopt prompts` (default: corpus)")
     s.add_argument("--batch-size", type=int, default=512)
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--threads", type=int, default=1)
@@ -317,6 +367,7 @@ def main(argv=None):
     s.add_argument("--prompt-chars", type=int, required=True)
     s.add_argument("--completion-tokens", type=int, required=True)
     s.add_argument("--batch-size", type=int, default=1024)
+    s.add_argument("--prompt-file", default=None, help="prompts table from `overopt prompts` (default: corpus)")
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_pool)
@@ -365,6 +416,7 @@ def main(argv=None):
         s.add_argument(f"--{k.replace('_', '-')}", type=type(f.default), default=f.default)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--prompt-file", default=None, help="prompts table from `overopt prompts` (default: corpus)")
     s.set_defaults(fn=cmd_ppo)
 
     s = sub.add_parser("fit-rl", help="fit d(alpha - beta log d) to every PPO run")
@@ -433,6 +485,7 @@ def main(argv=None):
     s.add_argument("--loss-n", type=int, default=64, help="the n at which gold is read against RM loss")
     s.set_defaults(fn=cmd_findings)
 
+    add_hf_parsers(sub)
     a = p.parse_args(argv)
     setup_logging()
     return a.fn(a) or 0

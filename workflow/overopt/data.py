@@ -160,17 +160,20 @@ def build_comparisons(
     batch_size: int,
     seed: int,
     threads: int,
+    prompt_file: str | None = None,
 ) -> dict:
-    """Pairs of pi_init completions per training prompt, labelled by the gold."""
+    """Pairs of pi_init completions per training prompt, labelled by the gold.
+
+    The policy samples in its own tokenizer; the gold scores the text (prompt + completion)."""
     from .gold import load_gold
     from .models import load_causal, load_tokenizer, sample_texts
+    from .prompts import training_prompts
     from .util import atomic_file, log, seed_everything, write_json
 
     seed_everything(seed, threads)
     rng = np.random.default_rng(seed)
-    train_text, _ = corpus_split()
     n = train_pairs + val_pairs
-    prompts = random_prompts(train_text, n, prompt_chars, rng)
+    prompts = training_prompts(prompt_file, n, prompt_chars, rng)
     tok = load_tokenizer(policy_dir)
     policy = load_causal(policy_dir)
     both = sample_texts(policy, tok, prompts + prompts, completion_tokens, batch_size, seed)

@@ -100,13 +100,22 @@ class ValueHead(torch.nn.Module):
         return self.v(h)[..., 0]
 
 
+def is_lora(model) -> bool:
+    return hasattr(model, "peft_config")
+
+
 def save_checkpoint(ckpt: Path, step: int, policy, value, opt, g, rng, rows) -> None:
-    """Everything needed to continue bit-for-bit; safetensors and weights-only tensors only."""
+    """Everything needed to continue bit-for-bit; safetensors and weights-only tensors only.
+    A LoRA policy saves only what trains (its adapter): the base is the frozen pi_init."""
     from safetensors.torch import save_file, save_model
 
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    save_model(policy, str(tmp / "policy.safetensors"))  # handles the tied embedding/unembedding
+    if is_lora(policy):
+        save_file({n: p.detach().contiguous() for n, p in policy.named_parameters() if p.requires_grad},
+                  str(tmp / "policy.safetensors"))
+    else:
+        save_model(policy, str(tmp / "policy.safetensors"))  # handles the tied embedding/unembedding
     save_file(value.state_dict(), str(tmp / "value.safetensors"))
     torch.save({"opt": opt.state_dict(), "torch_rng": g.get_state()}, tmp / "state.pt")
     (tmp / "meta.json").write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state, "rows": rows}))
@@ -118,7 +127,12 @@ def save_checkpoint(ckpt: Path, step: int, policy, value, opt, g, rng, rows) -> 
 def load_checkpoint(ckpt: Path, policy, value, opt, g, rng):
     from safetensors.torch import load_file, load_model
 
-    load_model(policy, str(ckpt / "policy.safetensors"))
+    if is_lora(policy):
+        unexpected = policy.load_state_dict(load_file(str(ckpt / "policy.safetensors")), strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"{ckpt}: checkpoint does not match the adapter: {unexpected[:3]}")
+    else:
+        load_model(policy, str(ckpt / "policy.safetensors"))
     value.load_state_dict(load_file(str(ckpt / "value.safetensors")))
     state = torch.load(ckpt / "state.pt", weights_only=True)
     opt.load_state_dict(state["opt"])
@@ -161,33 +175,74 @@ def run_ppo(
     threads: int = 1,
     stop_after: int | None = None,
 ) -> pd.DataFrame:
-    """PPO on `reward_fn(prompts, completions) -> np.ndarray`, evaluated with `gold_fn` too."""
+    """PPO on `reward_fn(prompts, completions) -> np.ndarray`, evaluated with `gold_fn` too.
+
+    The policy works in its own token ids; the proxy and the gold see text (prompt + decoded
+    completion), each through its own tokenizer. A policy whose spec has `lora:` trains an
+    adapter only, and its pi_init is the same weights with the adapter disabled (no second copy).
+    """
+    from .hf import add_lora, read_spec, trainable_parameters
     from .models import banned_token_ids, load_causal, load_tokenizer, sample
 
     seed_everything(cfg.seed, threads)
     tok = load_tokenizer(policy_dir)
     policy = load_causal(policy_dir)
-    ref = load_causal(policy_dir).eval().requires_grad_(False)  # pi_init, frozen
+    lora = read_spec(policy_dir).get("lora")
+    if lora:
+        policy = add_lora(policy, lora, "CAUSAL_LM")
+        ref = None
+    else:
+        ref = load_causal(policy_dir, frozen=True).eval().requires_grad_(False)  # pi_init, frozen
+
+    def ref_logprobs(seq, n_prompt):
+        if ref is not None:
+            return masked_logprobs(ref, seq, n_prompt, banned)
+        with policy.disable_adapter():
+            return masked_logprobs(policy, seq, n_prompt, banned)
+
     banned = banned_token_ids(tok)
     value = ValueHead(policy.config.hidden_size)
-    opt = torch.optim.Adam(list(policy.parameters()) + list(value.parameters()), lr=cfg.lr, eps=1e-5)
+    params = trainable_parameters(policy) + list(value.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
     g = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
     def encode(prompts):
         return torch.tensor([tok(p, add_special_tokens=False)["input_ids"] for p in prompts], dtype=torch.long)
 
+    # Rollouts need equal-length prompts (no padding in the sampler). Prompts are grouped by
+    # token length; a batch comes from one group, chosen with probability proportional to its
+    # size, so every prompt is still drawn uniformly. Corpus windows form a single group.
+    groups: dict[int, list[int]] = {}
+    for i, ids in enumerate(tok(list(train_prompts), add_special_tokens=False)["input_ids"]):
+        groups.setdefault(len(ids), []).append(i)
+    groups_idx = [np.array(v) for _, v in sorted(groups.items())]
+    group_p = np.array([len(v) for v in groups_idx]) / len(train_prompts)
+
+    def draw_batch():
+        if len(groups_idx) == 1:
+            return rng.integers(0, len(train_prompts), cfg.batch_size)
+        members = groups_idx[rng.choice(len(groups_idx), p=group_p)]
+        return members[rng.integers(0, len(members), cfg.batch_size)]
+
     ev_prompts = [p for p in eval_prompts[: cfg.eval_prompts] for _ in range(cfg.eval_samples)]
-    ev_x = encode(ev_prompts)
+    ev_groups: dict[int, list[int]] = {}
+    for i, ids in enumerate(tok(ev_prompts, add_special_tokens=False)["input_ids"]):
+        ev_groups.setdefault(len(ids), []).append(i)
+    ev_batches = [(idx, encode([ev_prompts[i] for i in idx])) for _, idx in sorted(ev_groups.items())]
     ev_g = torch.Generator().manual_seed(cfg.seed + 1)
 
     @torch.no_grad()
     def evaluate(step):
         ev_g.manual_seed(cfg.seed + 1)  # the same sampling noise at every evaluation
-        y = sample(policy, ev_x, completion_tokens, banned=banned, generator=ev_g)
-        seq = torch.cat([ev_x, y], 1)
-        kl = sampled_kl(masked_logprobs(policy, seq, ev_x.shape[1], banned), masked_logprobs(ref, seq, ev_x.shape[1], banned))
-        comps = tok.batch_decode(y, skip_special_tokens=True)
+        kls, comps = [], [""] * len(ev_prompts)
+        for idx, ev_x in ev_batches:
+            y = sample(policy, ev_x, completion_tokens, banned=banned, generator=ev_g)
+            seq = torch.cat([ev_x, y], 1)
+            kls.append(sampled_kl(masked_logprobs(policy, seq, ev_x.shape[1], banned), ref_logprobs(seq, ev_x.shape[1])))
+            for i, c in zip(idx, tok.batch_decode(y, skip_special_tokens=True)):
+                comps[i] = c
+        kl = torch.cat(kls)
         gs = gold_fn(ev_prompts, comps)
         ps = reward_fn(ev_prompts, comps)
         n = len(comps)
@@ -205,7 +260,7 @@ def run_ppo(
     t0 = time.time()
     for step in range(start + 1, cfg.steps + 1):
         # ---- rollout: sample completions from the current policy
-        idx = rng.integers(0, len(train_prompts), cfg.batch_size)
+        idx = draw_batch()
         prompts = [train_prompts[i] for i in idx]
         x = encode(prompts)
         P = x.shape[1]
@@ -213,7 +268,7 @@ def run_ppo(
             y = sample(policy, x, completion_tokens, banned=banned, generator=g)
             seq = torch.cat([x, y], 1)
             old_logp, h = masked_logprobs(policy, seq, P, banned, return_hidden=True)
-            ref_logp = masked_logprobs(ref, seq, P, banned)
+            ref_logp = ref_logprobs(seq, P)
             old_v = value(h)
             # ---- reward: proxy score of the whole text at the last token, KL penalty per token
             r_proxy = torch.tensor(reward_fn(prompts, tok.batch_decode(y, skip_special_tokens=True)), dtype=torch.float32)
@@ -235,7 +290,7 @@ def run_ppo(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 # gradient clipping keeps one bad batch from wrecking a small policy
-                torch.nn.utils.clip_grad_norm_(list(policy.parameters()) + list(value.parameters()), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 opt.step()
         policy.eval()
         if step % cfg.eval_every == 0 or step == cfg.steps:

@@ -4,6 +4,7 @@
 rule pool:
     input:
         policy=lambda w: base_input(w.policy),
+        prompts=prompt_input(),
     output:
         f"{OUT}/pool/{{policy}}.parquet",
     params:
@@ -14,6 +15,7 @@ rule pool:
         seed=CFG["bon"]["seed"],
         prompt_chars=CFG["world"]["prompt_chars"],
         completion_tokens=CFG["world"]["completion_tokens"],
+        prompt_file=prompt_flag,
     log:
         f"{OUT}/logs/pool/{{policy}}.log",
     benchmark:
@@ -27,7 +29,7 @@ rule pool:
         "overopt pool --policy {params.policy} --out {output} --prompts {params.prompts}"
         " --samples {params.samples} --prompt-chars {params.prompt_chars}"
         " --completion-tokens {params.completion_tokens} --batch-size {params.batch_size}"
-        " --seed {params.seed} --threads {threads} > {log} 2>&1"
+        " --seed {params.seed} --threads {threads} {params.prompt_file} > {log} 2>&1"
 
 
 rule score_gold:

@@ -31,13 +31,26 @@ def is_tiny(name):
 
 
 def base_path(name):
-    """The model directory a downstream job loads: built here (tiny) or given (hf)."""
-    return f"{OUT}/base/{name}" if is_tiny(name) else MODELS[name]["hf"]
+    """The model ref a downstream job loads: the directory built here (tiny), or the spec file
+    of an hf model (its id or path plus tokenizer, LoRA and quantization settings)."""
+    return f"{OUT}/base/{name}" if is_tiny(name) else f"{OUT}/hf/{name}.json"
 
 
 def base_input(name):
-    """Snakemake input for a model: the pretraining target for tiny models, nothing for hf ids."""
-    return [f"{OUT}/base/{name}"] if is_tiny(name) else []
+    """Snakemake input for a model: the pretraining target (tiny) or the spec file (hf)."""
+    return [base_path(name)]
+
+
+PROMPTS = CFG["world"].get("prompts")
+
+
+def prompt_input():
+    """The prompts table when prompts come from a file; the tiny world draws from its corpus."""
+    return [f"{OUT}/prompts.parquet"] if PROMPTS else []
+
+
+def prompt_flag(wildcards, input):
+    return f"--prompt-file {input.prompts}" if input.prompts else ""
 
 
 def pretrain_threads(name):

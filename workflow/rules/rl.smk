@@ -9,6 +9,7 @@ rule ppo:
         pool=f"{OUT}/pool/{{policy}}.parquet",
         pool_gold=f"{OUT}/pool/{{policy}}.gold.parquet",
         scores=f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.parquet",
+        prompts=prompt_input(),
     output:
         f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.csv",
     params:
@@ -18,6 +19,7 @@ rule ppo:
         args=lambda w: rl_args(w.kl, w.seed),
         prompt_chars=CFG["world"]["prompt_chars"],
         completion_tokens=CFG["world"]["completion_tokens"],
+        prompts=prompt_flag,
     log:
         f"{OUT}/logs/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.log",
     benchmark:
@@ -31,7 +33,7 @@ rule ppo:
         "overopt ppo --policy {params.policy} --rm {input.rm} --gold {input.gold} --pool {input.pool}"
         " --pool-gold {input.pool_gold} --scores {input.scores} --out {output}"
         " --checkpoint {params.checkpoint} --prompt-chars {params.prompt_chars}"
-        " --completion-tokens {params.completion_tokens} {params.args} --threads {threads} > {log} 2>&1"
+        " --completion-tokens {params.completion_tokens} {params.args} --threads {threads} {params.prompts} > {log} 2>&1"
 
 
 rule fit_rl:

@@ -71,6 +71,7 @@ rule comparisons:
     input:
         policy=lambda w: base_input(w.policy),
         gold=f"{OUT}/gold",
+        prompts=prompt_input(),
     output:
         pairs=f"{OUT}/comparisons/{{policy}}.parquet",
         stats=f"{OUT}/comparisons/{{policy}}.json",
@@ -83,6 +84,7 @@ rule comparisons:
         seed=CFG["comparisons"]["seed"],
         prompt_chars=CFG["world"]["prompt_chars"],
         completion_tokens=CFG["world"]["completion_tokens"],
+        prompts=prompt_flag,
     log:
         f"{OUT}/logs/comparisons/{{policy}}.log",
     benchmark:
@@ -97,4 +99,4 @@ rule comparisons:
         " --train-pairs {params.train_pairs} --val-pairs {params.val_pairs}"
         " --prompt-chars {params.prompt_chars} --completion-tokens {params.completion_tokens}"
         " --label-noise {params.label_noise} --batch-size {params.batch_size}"
-        " --seed {params.seed} --threads {threads} > {log} 2>&1"
+        " --seed {params.seed} --threads {threads} {params.prompts} > {log} 2>&1"

@@ -1,0 +1,36 @@
+# Real scale: hf: model spec files and prompts from a file (see workflow/overopt/hf.py, prompts.py).
+
+
+rule model_spec:
+    output:
+        f"{OUT}/hf/{{model}}.json",
+    params:
+        # the spec as a param: Snakemake reruns a model's jobs when its spec changes
+        spec=lambda w: canonical(MODELS[w.model]),
+    log:
+        f"{OUT}/logs/hf/{{model}}.log",
+    shell:
+        "overopt model-spec --spec '{params.spec}' --out {output} > {log} 2>&1"
+
+
+rule prompts:
+    input:
+        PROMPTS["path"] if PROMPTS else [],
+    output:
+        f"{OUT}/prompts.parquet",
+    params:
+        column=PROMPTS["column"] if PROMPTS else "",
+        heldout=PROMPTS["heldout"] if PROMPTS else 0,
+        seed=PROMPTS["seed"] if PROMPTS else 0,
+        prompt_chars=CFG["world"]["prompt_chars"],
+    log:
+        f"{OUT}/logs/prompts.log",
+    shell:
+        "overopt prompts --path {input} --column {params.column} --heldout {params.heldout}"
+        " --seed {params.seed} --prompt-chars {params.prompt_chars} --out {output} > {log} 2>&1"
+
+
+# two cheap file writes: no reason to queue them on a cluster
+localrules:
+    model_spec,
+    prompts,
