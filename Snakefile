@@ -1,7 +1,11 @@
 # overopt: scaling laws for reward model overoptimization (Gao, Schulman & Hilton 2022).
 # Wiring only: the science lives in the `overopt` package (workflow/overopt/).
 
-configfile: "config.yaml"
+# A config given with --configfile replaces config.yaml instead of being merged into it: a merge
+# would mix the default study's tiny models and gold into a real-scale config.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "workflow/report/workflow.rst"
