@@ -1,0 +1,117 @@
+"""`overopt plan`: what a config will run, and roughly how many GPU hours, before running it.
+
+Job counts follow the workflow's own grid (`config.grid_cells`, `config.rl_cells`). The cost is a
+FLOP count turned into time at a stated throughput, not a measurement:
+
+- a forward pass costs 2P FLOPs per token, a training step (forward + backward) 6P per token
+  (Kaplan et al. 2020); LoRA is counted as full training, an upper bound;
+- a sampled token costs one forward pass (a KV cache: the prompt is read once, each new token once);
+- prompts are `world.prompt_chars / 4` tokens (about 4 characters per token of English BPE);
+- the GPU sustains `mfu` of its peak (default 40% of an A100's 312 TFLOP/s in bf16). Sampling is
+  memory-bound and runs well below that, so generation-heavy jobs (pool, comparisons) are the
+  least reliable lines: read the total as a lower bound within a factor of about two.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .config import grid_cells, model_params, rl_cells
+
+CHARS_PER_TOKEN = 4
+UNKNOWN_PARAMS = 1_000_000_000  # a hub id with no `params:` and no local config.json
+
+
+def _params(spec: dict) -> int:
+    return model_params(spec) or UNKNOWN_PARAMS
+
+
+def _gold_params(cfg: dict) -> int:
+    gold = cfg["gold"]
+    if "tiny" in gold:
+        return _params(cfg["models"][gold["tiny"]["reference"]])
+    return _params(gold)
+
+
+def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
+    """Job counts per rule and FLOPs per rule for a validated config."""
+    models, seeds, kls = cfg["models"], cfg["seeds"], cfg["kl_penalties"]
+    cells, rl = grid_cells(cfg), rl_cells(cfg)
+    bon = "bon" in cfg["methods"]
+    policies = sorted({p for p, _, _ in cells})
+    used = set(policies) | {r for _, r, _ in cells}
+    tiny = {m for m in used if "tiny" in models[m]}
+    if "tiny" in cfg["gold"]:
+        tiny.add(cfg["gold"]["tiny"]["reference"])
+    P = {m: _params(models[m]) for m in models}
+    Pg = _gold_params(cfg)
+    seq = cfg["world"]["prompt_chars"] / CHARS_PER_TOKEN + cfg["world"]["completion_tokens"]
+
+    jobs, flops = Counter(), Counter()
+    jobs["model_spec"] = len(used - tiny)
+    if tiny:
+        jobs["tokenizer"], jobs["pretrain"] = 1, len(tiny)
+    if cfg["world"].get("prompts"):
+        jobs["prompts"] = 1
+    jobs["gold"] = 1
+    cmp = cfg["comparisons"]
+    pairs = cmp["train_pairs"] + cmp["val_pairs"]
+    for p in policies:
+        jobs["comparisons"] += 1
+        flops["comparisons"] += 2 * pairs * seq * (2 * P[p] + 2 * Pg)  # sample both, gold scores both
+    pool_samples = cfg["bon"]["prompts"] * cfg["bon"]["samples"]
+    for p in {c[0] for c in (cells if bon else rl)}:
+        jobs["pool"] += 1
+        jobs["score_gold"] += 1
+        flops["pool"] += pool_samples * seq * 2 * P[p]
+        flops["score_gold"] += pool_samples * seq * 2 * Pg
+    tr = cfg["rm_train"]
+    scored = set(cells if bon else []) | set(rl)
+    for p, r, d in cells:
+        for _ in seeds:
+            jobs["train_rm"] += 1
+            flops["train_rm"] += tr["epochs"] * 2 * d * seq * 6 * P[r] + 2 * cmp["val_pairs"] * seq * 2 * P[r]
+            if (p, r, d) in scored:
+                jobs["score_proxy"] += 1
+                flops["score_proxy"] += pool_samples * seq * 2 * P[r]
+            if bon:
+                jobs["bon_curve"] += 1
+    r_cfg = cfg["rl"]
+    steps, batch, epochs = r_cfg.get("steps", 60), r_cfg.get("batch_size", 64), r_cfg.get("epochs", 2)
+    n_eval = steps // r_cfg.get("eval_every", 5) + 1
+    ev = r_cfg.get("eval_prompts", 32) * r_cfg.get("eval_samples", 4)
+    for p, r, d in rl:
+        for _ in seeds:
+            for _ in kls:
+                jobs["ppo"] += 1
+                # rollout: sample, log-probs under policy and pi_init, proxy score; then training epochs
+                step = batch * seq * (2 * P[p] * 3 + 2 * P[r] + epochs * 6 * P[p])
+                evals = n_eval * ev * seq * (2 * P[p] * 3 + 2 * P[r] + 2 * Pg)
+                flops["ppo"] += steps * step + evals
+    aggregate = ["rm_table"] + (["fit_bon", "fig_bon"] if bon else []) + (["fit_rl", "fig_rl"] if rl else [])
+    if len(cfg["reward_models"]) > 1:
+        aggregate.append("scaling")
+    if bon:
+        aggregate += ["figures", "findings"]
+    if len(cfg["reward_models"]) > 2:
+        aggregate.append("forecast")
+    for rule in aggregate:
+        jobs[rule] = 1
+    rate = mfu * peak_tflops * 1e12
+    gpu_hours = {k: v / rate / 3600 for k, v in flops.items()}
+    return {"jobs": dict(jobs), "flops": dict(flops), "gpu_hours": gpu_hours, "mfu": mfu, "peak_tflops": peak_tflops,
+            "seq_tokens": seq, "unknown_params": sorted(m for m in used if model_params(models[m]) is None)}
+
+
+def format_plan(p: dict) -> str:
+    lines = [f"{'rule':<14}{'jobs':>7}{'PFLOP':>12}{'GPU-hours':>12}"]
+    for rule, n in p["jobs"].items():
+        f = p["flops"].get(rule)
+        lines.append(f"{rule:<14}{n:>7}" + (f"{f / 1e15:>12,.1f}{p['gpu_hours'][rule]:>12,.1f}" if f else ""))
+    total_h = sum(p["gpu_hours"].values())
+    lines.append(f"{'total':<14}{sum(p['jobs'].values()):>7}{sum(p['flops'].values()) / 1e15:>12,.1f}{total_h:>12,.1f}")
+    lines.append(f"assumes {p['mfu']:.0%} of {p['peak_tflops']:g} TFLOP/s per GPU, 6P FLOPs/token training, "
+                 f"2P inference, {p['seq_tokens']:.0f} tokens per prompt + completion")
+    if p["unknown_params"]:
+        lines.append(f"no parameter count for {', '.join(p['unknown_params'])}: assumed {UNKNOWN_PARAMS:,} (set params:)")
+    return "\n".join(lines) + "\n"
