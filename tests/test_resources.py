@@ -1,0 +1,61 @@
+"""Resources grow with model size and double per attempt (workflow/rules/common.smk, Resources),
+read from Snakemake's own dry-run, so a job killed for memory or time is retried with more.
+(That the aggregation rules run locally under a cluster executor is checked in test_slurm.py.)"""
+
+import re
+
+import pytest
+
+from conftest import snakemake_cmd, write_config
+
+
+def _jobs(out):
+    """(rule, wildcards dict, resources dict) for every job block of a dry-run."""
+    jobs = []
+    for m in re.finditer(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", out, re.M):
+        body = m[2]
+        wc = re.search(r"^    wildcards: (.*)$", body, re.M)
+        res = re.search(r"^    resources: (.*)$", body, re.M)
+        parse = lambda s: dict(kv.split("=", 1) for kv in s.split(", ")) if s else {}  # noqa: E731
+        jobs.append((m[1], parse(wc[1] if wc else ""), parse(res[1] if res else "")))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory, smoke_config):
+    """Dry-runs of the smoke config with one proxy swapped for a 1B-parameter hf model."""
+    wd = tmp_path_factory.mktemp("resources")
+    cfg = {**smoke_config, "models": {**smoke_config["models"], "r3": {"hf": "org/rm-1b", "params": 1e9}}}
+    write_config(wd, cfg)
+    runs = {}
+    for attempt in (1, 2):
+        r = snakemake_cmd(wd, "-n", "--attempt", str(attempt))
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        runs[attempt] = _jobs(r.stdout)
+    return runs
+
+
+def _res(jobs, rule, **wildcards):
+    """(mem_mb, runtime, gpu) of the one job of `rule` with these wildcards."""
+    hits = [res for name, wc, res in jobs if name == rule and all(wc.get(k) == v for k, v in wildcards.items())]
+    assert len(hits) == 1, (rule, wildcards, len(hits))
+    return int(hits[0]["mem_mb"]), int(hits[0]["runtime"]), hits[0].get("gpu")
+
+
+def test_resources_scale_with_model_size(dry_runs):
+    jobs = dry_runs[1]
+    tiny = _res(jobs, "train_rm", policy="p", rm="r1", data="64")
+    big = _res(jobs, "train_rm", policy="p", rm="r3", data="64")
+    assert tiny == (3000, 30, "0")  # the base: a tiny model adds under a megabyte
+    assert big == (3000 + 4000, 60, "1")  # + 4 bytes per parameter; 1 + 1e9/1e9 times the time; a GPU
+    assert _res(jobs, "score_proxy", policy="p", rm="r3", data="64")[:2] == (8000, 120)
+    assert _res(jobs, "tokenizer") == (1000, 5, None)
+
+
+def test_resources_double_per_attempt(dry_runs):
+    for rule, wc in [("train_rm", {"policy": "p", "rm": "r3", "data": "128"}),
+                     ("ppo", {"policy": "p", "rm": "r2", "kl": "0"}), ("tokenizer", {}), ("fit_bon", {})]:
+        mem1, rt1, gpu1 = _res(dry_runs[1], rule, **wc)
+        mem2, rt2, gpu2 = _res(dry_runs[2], rule, **wc)
+        assert (mem2, gpu2) == (2 * mem1, gpu1), rule
+        assert 2 * rt1 <= rt2 <= 2 * rt1 + 1, rule
