@@ -29,7 +29,28 @@ BAD = {
     "heads do not divide width": (lambda c: c["models"]["r2"]["tiny"].update(n_head=3), "models.r2.tiny"),
     "label noise out of range": (lambda c: c["comparisons"].update(label_noise=0.7), "comparisons.label_noise"),
     "missing section": (lambda c: c.pop("rm_train"), "rm_train"),
+    # hf: specs
+    "hf option on a tiny model": (lambda c: c["models"]["r1"].update(tokenizer="gpt2"), "models.r1.tokenizer"),
+    "quantized proxy": (lambda c: c["models"].update(r1={"hf": "x", "quantize": "4bit"}), "models.r1.quantize"),
+    "quantized LoRA policy": (lambda c: c["models"].update(p={"hf": "x", "lora": {"r": 4}, "quantize": "8bit"}),
+                              "models.p.quantize"),
+    "unknown quantization": (lambda c: c.update(gold={"hf": "x", "quantize": "3bit"}), "gold.quantize"),
+    "unknown LoRA key": (lambda c: c["models"].update(p={"hf": "x", "lora": {"rank": 4}}), "models.p.lora.rank"),
+    "gold both tiny and hf": (lambda c: c["gold"].update(hf="x"), "gold"),
+    "gold option without hf": (lambda c: c["gold"].update(quantize="4bit"), "gold.quantize"),
+    "prompts not jsonl or parquet": (lambda c: c["world"].update(prompts={"path": "p.csv", "heldout": 8}),
+                                     "world.prompts.path"),
+    "pool larger than held-out prompts": (lambda c: c["world"].update(prompts={"path": "p.jsonl", "heldout": 2}),
+                                          "bon.prompts"),
 }
+
+
+def test_hf_spec_validates_with_defaults(smoke_config):
+    cfg = _bad(smoke_config, lambda c: (c["models"].update(p={"hf": "org/m", "params": 1e8, "lora": {"r": 4}}),
+                                        c["world"].update(prompts={"path": "p.jsonl", "heldout": 8})))
+    out = validate(cfg)
+    assert out["world"]["prompts"] == {"path": "p.jsonl", "heldout": 8, "column": "prompt", "seed": 0}
+    assert out["models"]["p"]["lora"] == {"r": 4}
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
