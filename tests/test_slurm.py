@@ -3,7 +3,8 @@
 Every job of a non-local rule is an sbatch job (read back from the controller by the run's job
 name), the aggregation rules run in Snakemake itself, and one job is killed for memory and
 succeeds on retry. Skipped without `sinfo`, a controller that answers, the executor plugin or the
-partition: `.ci/run` brings up a single-node cluster on localhost (`.ci/slurm-up`) for this.
+partition: `.ci/run` brings up a single-node cluster on localhost (`.ci/slurm-up`) for this and
+sets OVEROPT_SLURM_REQUIRED, which turns those skips into failures.
 
 The failure is injected from the command line, not in the workflow: `--set-resources` gives the
 tokenizer 40 MB on attempt 1 (below what Python needs, so SLURM kills it for memory) and 1000 MB
@@ -55,6 +56,8 @@ def _job_stats(out):
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory, smoke_config):
     why = _why_not()
+    if why and os.environ.get("OVEROPT_SLURM_REQUIRED"):
+        pytest.fail(f"OVEROPT_SLURM_REQUIRED is set but {why}")
     if why:
         pytest.skip(why)
     wd = tmp_path_factory.mktemp("slurm")
