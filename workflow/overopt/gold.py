@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .util import atomic_dir, log, write_json
+from .util import atomic_dir, autocast, log, write_json
 
 
 # --------------------------------------------------------------------------- tiny gold terms
@@ -47,10 +47,12 @@ def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[
             x[i, : len(s)] = torch.tensor(s)
             attn[i, : len(s)] = 1
             mask[i, len(p) : len(s)] = True
-        logits = model(input_ids=x, attention_mask=attn).logits[:, :-1].float()
-        lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None])[..., 0]
-        m = mask[:, 1:].float()
-        out[b : b + len(seqs)] = ((lp * m).sum(1) / m.sum(1).clamp(min=1)).numpy()
+        dev = model.device
+        with autocast():
+            logits = model(input_ids=x.to(dev), attention_mask=attn.to(dev)).logits[:, :-1].float()
+        lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None].to(dev))[..., 0]
+        m = mask[:, 1:].float().to(dev)
+        out[b : b + len(seqs)] = ((lp * m).sum(1) / m.sum(1).clamp(min=1)).cpu().numpy()
     return out
 
 
@@ -126,19 +128,31 @@ class HFGold:
         for b in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(texts[b : b + self.batch_size], return_tensors="pt", padding=True)
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
-            out.append(self.model(**enc).logits[:, 0].float().cpu().numpy())
+            with autocast():
+                out.append(self.model(**enc).logits[:, 0].float().cpu().numpy())
         return np.concatenate(out)
 
 
 def load_reward_spec(spec: dict, pad_token_id: int | None):
-    """`models.load_reward` on an in-memory spec (quantized as it says: the gold is frozen)."""
+    """`models.load_reward` on an in-memory spec (quantized as it says: the gold is frozen).
+
+    A gold must be a trained reward model: a checkpoint whose scalar head is missing (a plain
+    causal LM) or has another shape (a classifier with 2+ labels) would get a freshly initialised
+    head, a random gold, so it is refused instead of loaded with a warning.
+    """
     from transformers import AutoModelForSequenceClassification
 
-    from .hf import from_pretrained_kwargs
+    from .hf import from_pretrained_kwargs, to_device
 
-    return AutoModelForSequenceClassification.from_pretrained(
-        spec["hf"], num_labels=1, pad_token_id=pad_token_id, **from_pretrained_kwargs(spec, True, torch.float32)
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        spec["hf"], num_labels=1, pad_token_id=pad_token_id, output_loading_info=True,
+        **from_pretrained_kwargs(spec, True, torch.float32),
     )
+    untrained = sorted(set(info["missing_keys"]) | {k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"]})
+    if untrained:
+        raise ValueError(f"gold {spec['hf']!r} is not a reward model with a trained scalar head (num_labels=1): "
+                         f"{', '.join(untrained)} would be freshly initialised")
+    return to_device(model)
 
 
 def load_gold(path: str | Path):

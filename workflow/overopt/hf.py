@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from .util import device
+
 ADAPTER_BASE = "base.json"  # in a LoRA proxy's directory: the spec of its frozen base
 
 
@@ -58,7 +60,7 @@ def quantization_config(mode: str | None):
     if mode == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     if mode == "4bit":
-        compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        compute = torch.bfloat16 if device().type == "cuda" else torch.float32
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
     raise ValueError(f"quantize must be none, 8bit or 4bit, got {mode!r}")
 
@@ -71,10 +73,19 @@ def from_pretrained_kwargs(spec: dict, frozen: bool, dtype) -> dict:
         kw["dtype"] = dtype
     else:
         kw["quantization_config"] = q
-        kw["dtype"] = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-        if torch.cuda.is_available():
-            kw["device_map"] = {"": 0}
+        on_gpu = device().type == "cuda"
+        kw["dtype"] = torch.bfloat16 if on_gpu else torch.float32
+        if on_gpu:
+            kw["device_map"] = {"": device().index or 0}  # bitsandbytes quantizes as it places
     return kw
+
+
+def to_device(model):
+    """Move a loaded model to `util.device()`; a quantized one was placed while loading (and
+    transformers refuses to move it)."""
+    if getattr(model, "hf_quantizer", None) is None:
+        model.to(device())
+    return model
 
 
 def add_lora(model, lora: dict, task: str):

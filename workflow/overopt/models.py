@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .util import Progress, atomic_dir, log, seed_everything, write_json
+from .util import Progress, atomic_dir, autocast, generator, log, seed_everything, write_json
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -52,6 +52,10 @@ def load_tokenizer(path: str | Path):
     tok = AutoTokenizer.from_pretrained(tokenizer_source(path))
     if tok.pad_token_id is None:  # most causal-LM tokenizers ship without one
         tok.pad_token = tok.eos_token
+    # Right padding everywhere: reward models read the last non-pad token, and a padded batch
+    # must score each text as it scores alone (left padding shifts absolute positions, and with
+    # a reused prompt cache it would put pads between prompt and completion). Sampling never pads.
+    tok.padding_side = "right"
     return tok
 
 
@@ -59,10 +63,10 @@ def load_causal(path: str | Path, dtype=torch.float32, frozen: bool = False):
     """A causal LM from a ref; `frozen` uses honour the spec's `quantize:`."""
     from transformers import AutoModelForCausalLM
 
-    from .hf import from_pretrained_kwargs, read_spec
+    from .hf import from_pretrained_kwargs, read_spec, to_device
 
     spec = read_spec(path)
-    return AutoModelForCausalLM.from_pretrained(spec["hf"], **from_pretrained_kwargs(spec, frozen, dtype))
+    return to_device(AutoModelForCausalLM.from_pretrained(spec["hf"], **from_pretrained_kwargs(spec, frozen, dtype)))
 
 
 def load_reward(path: str | Path, dtype=torch.float32, pad_token_id: int | None = None, frozen: bool = False):
@@ -73,18 +77,18 @@ def load_reward(path: str | Path, dtype=torch.float32, pad_token_id: int | None 
     """
     from transformers import AutoModelForSequenceClassification
 
-    from .hf import ADAPTER_BASE, from_pretrained_kwargs, is_adapter_dir, read_spec
+    from .hf import ADAPTER_BASE, from_pretrained_kwargs, is_adapter_dir, read_spec, to_device
 
     kw = {} if pad_token_id is None else {"pad_token_id": pad_token_id}
     if is_adapter_dir(path):
         from peft import PeftModel
 
         base = load_reward(Path(path) / ADAPTER_BASE, dtype, pad_token_id)
-        return PeftModel.from_pretrained(base, str(path))
+        return to_device(PeftModel.from_pretrained(base, str(path)))
     spec = read_spec(path)
-    return AutoModelForSequenceClassification.from_pretrained(
+    return to_device(AutoModelForSequenceClassification.from_pretrained(
         spec["hf"], num_labels=1, **from_pretrained_kwargs(spec, frozen, dtype), **kw
-    )
+    ))
 
 
 def encode_corpus(text: str, tokenizer) -> torch.Tensor:
@@ -187,7 +191,7 @@ def sample(
     `generate`'s per-step bookkeeping costs more than the forward pass itself.
     """
     model.eval()
-    logits_bias = torch.zeros(model.config.vocab_size)
+    logits_bias = torch.zeros(model.config.vocab_size, device=prompt_ids.device)
     if banned:
         logits_bias[banned] = -float("inf")
     out = model(input_ids=prompt_ids, use_cache=True)
@@ -216,7 +220,7 @@ def sample_texts(
     temperature: float = 1.0,
 ) -> list[str]:
     """Completions (as text) for each prompt; prompts are bucketed by token length, not padded."""
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     banned = banned_token_ids(tokenizer)
     enc = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     by_len: dict[int, list[int]] = {}
@@ -229,9 +233,10 @@ def sample_texts(
         idx = by_len[length]
         for b in range(0, len(idx), batch_size):
             chunk = idx[b : b + batch_size]
-            x = torch.tensor([enc[i] for i in chunk], dtype=torch.long)
-            y = sample(model, x, max_new_tokens, temperature, banned, g)
-            for i, text in zip(chunk, tokenizer.batch_decode(y, skip_special_tokens=True)):
+            x = torch.tensor([enc[i] for i in chunk], dtype=torch.long, device=g.device)
+            with autocast():
+                y = sample(model, x, max_new_tokens, temperature, banned, g)
+            for i, text in zip(chunk, tokenizer.batch_decode(y.cpu(), skip_special_tokens=True)):
                 result[i] = text
             done += len(chunk)
             prog(done, completions=done)

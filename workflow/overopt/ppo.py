@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .util import Progress, atomic_file, log, seed_everything
+from .util import Progress, atomic_file, autocast, device, generator, log, seed_everything
 
 
 @dataclass
@@ -71,9 +71,9 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -
     """Generalised advantage estimation over (B, T) token rewards; the episode ends after T."""
     B, T = rewards.shape
     adv = torch.zeros_like(rewards)
-    last = torch.zeros(B)
+    last = torch.zeros(B, device=rewards.device)
     for t in reversed(range(T)):
-        next_v = values[:, t + 1] if t + 1 < T else torch.zeros(B)
+        next_v = values[:, t + 1] if t + 1 < T else torch.zeros(B, device=rewards.device)
         delta = rewards[:, t] + gamma * next_v - values[:, t]
         last = delta + gamma * lam * last
         adv[:, t] = last
@@ -112,11 +112,11 @@ def save_checkpoint(ckpt: Path, step: int, policy, value, opt, g, rng, rows) -> 
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     if is_lora(policy):
-        save_file({n: p.detach().contiguous() for n, p in policy.named_parameters() if p.requires_grad},
+        save_file({n: p.detach().cpu().contiguous() for n, p in policy.named_parameters() if p.requires_grad},
                   str(tmp / "policy.safetensors"))
     else:
         save_model(policy, str(tmp / "policy.safetensors"))  # handles the tied embedding/unembedding
-    save_file(value.state_dict(), str(tmp / "value.safetensors"))
+    save_file({k: v.cpu() for k, v in value.state_dict().items()}, str(tmp / "value.safetensors"))
     torch.save({"opt": opt.state_dict(), "torch_rng": g.get_state()}, tmp / "state.pt")
     (tmp / "meta.json").write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state, "rows": rows}))
     if ckpt.exists():
@@ -201,14 +201,16 @@ def run_ppo(
             return masked_logprobs(policy, seq, n_prompt, banned)
 
     banned = banned_token_ids(tok)
-    value = ValueHead(policy.config.hidden_size)
+    dev = device()
+    value = ValueHead(policy.config.hidden_size).to(dev)
     params = trainable_parameters(policy) + list(value.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = generator(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
     def encode(prompts):
-        return torch.tensor([tok(p, add_special_tokens=False)["input_ids"] for p in prompts], dtype=torch.long)
+        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        return torch.tensor(ids, dtype=torch.long, device=dev)
 
     # Rollouts need equal-length prompts (no padding in the sampler). Prompts are grouped by
     # token length; a batch comes from one group, chosen with probability proportional to its
@@ -230,17 +232,19 @@ def run_ppo(
     for i, ids in enumerate(tok(ev_prompts, add_special_tokens=False)["input_ids"]):
         ev_groups.setdefault(len(ids), []).append(i)
     ev_batches = [(idx, encode([ev_prompts[i] for i in idx])) for _, idx in sorted(ev_groups.items())]
-    ev_g = torch.Generator().manual_seed(cfg.seed + 1)
+    ev_g = generator(cfg.seed + 1)
 
     @torch.no_grad()
     def evaluate(step):
         ev_g.manual_seed(cfg.seed + 1)  # the same sampling noise at every evaluation
         kls, comps = [], [""] * len(ev_prompts)
         for idx, ev_x in ev_batches:
-            y = sample(policy, ev_x, completion_tokens, banned=banned, generator=ev_g)
-            seq = torch.cat([ev_x, y], 1)
-            kls.append(sampled_kl(masked_logprobs(policy, seq, ev_x.shape[1], banned), ref_logprobs(seq, ev_x.shape[1])))
-            for i, c in zip(idx, tok.batch_decode(y, skip_special_tokens=True)):
+            with autocast():
+                y = sample(policy, ev_x, completion_tokens, banned=banned, generator=ev_g)
+                seq = torch.cat([ev_x, y], 1)
+                kls.append(sampled_kl(masked_logprobs(policy, seq, ev_x.shape[1], banned),
+                                      ref_logprobs(seq, ev_x.shape[1])))
+            for i, c in zip(idx, tok.batch_decode(y.cpu(), skip_special_tokens=True)):
                 comps[i] = c
         kl = torch.cat(kls)
         gs = gold_fn(ev_prompts, comps)
@@ -265,13 +269,15 @@ def run_ppo(
         x = encode(prompts)
         P = x.shape[1]
         with torch.no_grad():
-            y = sample(policy, x, completion_tokens, banned=banned, generator=g)
-            seq = torch.cat([x, y], 1)
-            old_logp, h = masked_logprobs(policy, seq, P, banned, return_hidden=True)
-            ref_logp = ref_logprobs(seq, P)
-            old_v = value(h)
+            with autocast():
+                y = sample(policy, x, completion_tokens, banned=banned, generator=g)
+                seq = torch.cat([x, y], 1)
+                old_logp, h = masked_logprobs(policy, seq, P, banned, return_hidden=True)
+                ref_logp = ref_logprobs(seq, P)
+            old_v = value(h.float())  # the value head in float32, as in the updates below
             # ---- reward: proxy score of the whole text at the last token, KL penalty per token
-            r_proxy = torch.tensor(reward_fn(prompts, tok.batch_decode(y, skip_special_tokens=True)), dtype=torch.float32)
+            texts = tok.batch_decode(y.cpu(), skip_special_tokens=True)
+            r_proxy = torch.tensor(reward_fn(prompts, texts), dtype=torch.float32, device=dev)
             tok_rewards = -cfg.kl_penalty * (old_logp - ref_logp)
             tok_rewards[:, -1] += r_proxy
             adv, returns = gae(tok_rewards, old_v, cfg.gamma, cfg.gae_lambda)
@@ -280,12 +286,13 @@ def run_ppo(
         # ---- optimise: a few epochs of minibatch updates on the clipped objective
         policy.train()
         for _ in range(cfg.epochs):
-            order = torch.randperm(cfg.batch_size, generator=g)
+            order = torch.randperm(cfg.batch_size, generator=g, device=g.device)
             for mb in order.split(cfg.minibatch_size):
-                logp, hm = masked_logprobs(policy, seq[mb], P, banned, return_hidden=True)
+                with autocast():
+                    logp, hm = masked_logprobs(policy, seq[mb], P, banned, return_hidden=True)
                 pg_loss = clipped_policy_loss(logp, old_logp[mb], adv[mb], cfg.clip)
                 # value head on detached features: the value loss cannot move the policy
-                v_loss = F.mse_loss(value(hm.detach()), returns[mb])
+                v_loss = F.mse_loss(value(hm.detach().float()), returns[mb])
                 loss = pg_loss + cfg.vf_coef * v_loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -295,7 +302,7 @@ def run_ppo(
         policy.eval()
         if step % cfg.eval_every == 0 or step == cfg.steps:
             rows.append(evaluate(step))
-            log.info("step %d sample: %r", step, tok.decode(y[0], skip_special_tokens=True))
+            log.info("step %d sample: %r", step, texts[0])
         prog(step, proxy=float(r_proxy.mean()), kl=rows[-1]["kl"], gold=rows[-1]["gold"])
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             save_checkpoint(ckpt, step, policy, value, opt, g, rng, rows)

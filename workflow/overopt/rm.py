@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .data import chosen_rejected, train_subset
 from .hf import ADAPTER_BASE, add_lora, read_spec, trainable_parameters
 from .models import count_params, load_reward, load_tokenizer, read_metrics
-from .util import Progress, atomic_dir, log, seed_everything, write_json
+from .util import Progress, atomic_dir, autocast, device, log, seed_everything, write_json
 
 
 def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -23,15 +23,16 @@ def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
 
 
 def encode(tokenizer, texts: list[str]) -> dict:
-    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return {k: v.to(device()) for k, v in enc.items()}
 
 
 def rewards(model, tokenizer, texts: list[str], batch_size: int = 64) -> np.ndarray:
     model.eval()
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast():
         for b in range(0, len(texts), batch_size):
-            out.append(model(**encode(tokenizer, texts[b : b + batch_size])).logits[:, 0].float().numpy())
+            out.append(model(**encode(tokenizer, texts[b : b + batch_size])).logits[:, 0].float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -80,7 +81,8 @@ def train_rm(
         for b in range(steps_per_epoch):
             idx = order[b * batch_size : (b + 1) * batch_size]
             enc = encode(tok, [chosen[i] for i in idx] + [rejected[i] for i in idx])
-            r = model(**enc).logits[:, 0]
+            with autocast():
+                r = model(**enc).logits[:, 0].float()
             loss = bt_loss(r[: len(idx)], r[len(idx) :])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -116,30 +118,37 @@ def rewards_by_prompt(model, tokenizer, prompts: list[str], completions: list[st
     """Rewards of prompt + completion, the same numbers as `rewards` on the joined texts, but
     each distinct prompt is run through the model once and its keys/values reused for all of its
     completions (a best-of-n pool holds thousands per prompt: this halves the work at equal
-    prompt and completion lengths). Falls back to `rewards` for a group whose tokenization does
-    not split at the prompt boundary (BPE merges across it), so the numbers never change."""
+    prompt and completion lengths). A completion whose joined tokenization does not split at the
+    prompt boundary (BPE merges across it: a completion that goes on with the prompt's last word)
+    is scored on the joined text instead, so the numbers never change; the others of its prompt
+    still reuse the prompt's keys/values."""
     model.eval()
     out = np.empty(len(prompts), dtype=np.float64)
     order: dict[str, list[int]] = {}
     for i, p in enumerate(prompts):
         order.setdefault(p, []).append(i)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast():
         for prompt, idx in order.items():
             p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             comps = [completions[i] for i in idx]
             joined = [prompt + c for c in comps]
             c_enc = tokenizer(comps, add_special_tokens=False)["input_ids"]
             j_enc = tokenizer(joined, add_special_tokens=False)["input_ids"]
-            if not p_ids or any(j != p_ids + c for j, c in zip(j_enc, c_enc)) or min(map(len, c_enc)) == 0:
-                out[idx] = rewards(model, tokenizer, joined)
+            splits = np.array([bool(p_ids) and len(c) > 0 and j == p_ids + c for j, c in zip(j_enc, c_enc)])
+            idx = np.asarray(idx)
+            if (~splits).any():
+                out[idx[~splits]] = rewards(model, tokenizer, [t for t, ok in zip(joined, splits) if not ok])
+            if not splits.any():
                 continue
-            prefix = model(input_ids=torch.tensor([p_ids]), use_cache=True).past_key_values
+            idx, comps = idx[splits], [c for c, ok in zip(comps, splits) if ok]
+            prefix = model(input_ids=torch.tensor([p_ids], device=device()), use_cache=True).past_key_values
             for b in range(0, len(idx), batch_size):
                 enc = encode(tokenizer, comps[b : b + batch_size])
                 n = enc["input_ids"].shape[0]
                 cache = copy.deepcopy(prefix)
                 cache.batch_repeat_interleave(n)
-                mask = torch.cat([torch.ones(n, len(p_ids), dtype=enc["attention_mask"].dtype), enc["attention_mask"]], 1)
+                ones = torch.ones(n, len(p_ids), dtype=enc["attention_mask"].dtype, device=device())
+                mask = torch.cat([ones, enc["attention_mask"]], 1)
                 logits = model(input_ids=enc["input_ids"], attention_mask=mask, past_key_values=cache).logits
-                out[idx[b : b + n]] = logits[:, 0].float().numpy()
+                out[idx[b : b + n]] = logits[:, 0].float().cpu().numpy()
     return out

@@ -33,6 +33,36 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
+def device():
+    """Where models run: the GPU when the job has one (real scale), else the CPU.
+
+    `OVEROPT_DEVICE=cpu` keeps a job on the CPU on a GPU machine (to reproduce the tiny world's
+    CPU numbers there). Under SLURM a job that asks for no GPU sees none, so it runs on the CPU.
+    """
+    import torch
+
+    name = os.environ.get("OVEROPT_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast():
+    """bf16 mixed precision on a GPU (the throughput `overopt plan` assumes); on the CPU nothing,
+    so CPU runs compute in float32 exactly as before."""
+    import torch
+
+    dev = device()
+    if dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def generator(seed: int):
+    """A seeded torch.Generator on the models' device (CUDA sampling needs a CUDA generator)."""
+    import torch
+
+    return torch.Generator(device=device()).manual_seed(seed)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path):
     """Yield a temporary sibling directory; rename it to `final` only if the block succeeds."""
