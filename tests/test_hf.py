@@ -164,3 +164,102 @@ def test_quantized_gold_on_gpu(world):
     g = HFGold(world["gold"], quantize="4bit")
     assert g.model.device.type == "cuda"
     assert np.isfinite(g.score(["The value"], [" of x"])).all()
+
+
+def test_a_causal_lm_is_refused_as_gold(world):
+    """A checkpoint without a trained scalar head would get a random one: a random gold."""
+    from overopt.gold import HFGold
+
+    with pytest.raises(ValueError, match="trained scalar head") as e:
+        HFGold(world["policy"])  # a GPT-NeoX causal LM
+    assert "score.weight" in str(e.value)
+
+
+
+def _spec(tmp_path, name, **spec):
+    """An hf: spec file, as the workflow's model_spec rule writes it."""
+    from overopt.util import write_json
+
+    write_json(spec, tmp_path / f"{name}.json")
+    return str(tmp_path / f"{name}.json")
+
+
+def _toy_ppo(world, policy, tmp_path, out, steps=4, stop_after=None):
+    """A few PPO steps of the hf policy against a text reward (spaces in the completion)."""
+    from overopt.ppo import PPOConfig, run_ppo
+
+    prompts = pd.read_json(world["prompts"], lines=True)["text"].tolist()
+    reward = lambda ps, comps: np.array([c.count(" ") for c in comps], dtype=float)
+    cfg = PPOConfig(steps=steps, batch_size=8, minibatch_size=4, epochs=1, lr=1e-2, eval_every=2, eval_prompts=4,
+                    eval_samples=2, checkpoint_every=2, seed=0)
+    return run_ppo(policy, reward, reward, str(tmp_path / out), str(tmp_path / f"{out}.ckpt"), prompts, prompts[:4],
+                   6, cfg, threads=1, stop_after=stop_after)
+
+
+def test_killed_lora_ppo_run_resumes_to_the_same_csv(world, tmp_path):
+    """The LoRA checkpoint holds only the adapter (the base is pi_init); resuming gives the same run."""
+    from safetensors import safe_open
+
+    policy = _spec(tmp_path, "p", hf=world["policy"], lora={"r": 4, "alpha": 8})
+    whole = _toy_ppo(world, policy, tmp_path, "whole.csv")
+    with pytest.raises(KeyboardInterrupt):
+        _toy_ppo(world, policy, tmp_path, "part.csv", stop_after=2)
+    with safe_open(str(tmp_path / "part.csv.ckpt" / "policy.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all("lora_" in k for k in keys), keys
+    resumed = _toy_ppo(world, policy, tmp_path, "part.csv")
+    pd.testing.assert_frame_equal(whole, resumed)
+    assert whole["kl"].iloc[0] == 0.0 and whole["kl"].iloc[-1] > 0
+
+
+def test_quantized_pi_init_reference_is_a_separate_frozen_copy(world, tmp_path):
+    """A full fine-tuning policy with `quantize:` keeps an 8-bit pi_init for the KL; the policy
+    itself (and every trained weight) stays full precision. The quantization error shows up as
+    a small KL at step 0, where the policy still is pi_init."""
+    import bitsandbytes as bnb
+
+    from overopt.models import load_causal
+
+    spec = _spec(tmp_path, "p", hf=world["policy"], quantize="8bit")
+    assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in load_causal(spec, frozen=True).modules())
+    assert not any(isinstance(m, bnb.nn.Linear8bitLt) for m in load_causal(spec).modules())
+    run = _toy_ppo(world, spec, tmp_path, "q.csv", steps=2)
+    assert run["kl"].iloc[0] != 0.0 and abs(run["kl"].iloc[0]) < 0.05
+
+
+def test_proxy_scores_reuse_the_prompt_cache_only_where_bpe_splits_at_the_prompt(world, monkeypatch):
+    """With BPE, a completion that goes on with the prompt's last word merges across the
+    boundary: that one is scored on the joined text, its prompt's other completions on the
+    reused prompt cache, and every number equals scoring the joined texts."""
+    from overopt import rm
+
+    tok, model, _ = _proxy_and_batch(world)
+    prompts = [p for p in ("The value of x is th", "Return an") for _ in range(6)]
+    # "th" + "e sum" and "an" + "d the" merge into "the" and "and"; the space-led ones split
+    comps = [" sum of all", "e sum", " last one", "d the", " first", " object"] * 2
+    joined = [p + c for p, c in zip(prompts, comps)]
+    want = rm.rewards(model, tok, joined)
+    fallback = []
+    scored_alone = rm.rewards
+    monkeypatch.setattr(rm, "rewards", lambda m, t, texts, **kw: fallback.extend(texts) or scored_alone(m, t, texts))
+    got = rm.rewards_by_prompt(model, tok, prompts, comps, batch_size=4)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    merged = [j for p, c, j in zip(prompts, comps, joined)
+              if tok(j, add_special_tokens=False)["input_ids"]
+              != tok(p, add_special_tokens=False)["input_ids"] + tok(c, add_special_tokens=False)["input_ids"]]
+    assert merged and sorted(fallback) == sorted(merged) and len(fallback) < len(joined)
+    assert np.ptp(want) > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_policy_and_proxy_run_on_the_gpu(world):
+    from overopt.models import load_causal, load_reward, load_tokenizer, sample_texts
+    from overopt.rm import rewards
+
+    tok = load_tokenizer(world["policy"])
+    policy = load_causal(world["policy"])
+    assert policy.device.type == "cuda"
+    texts = sample_texts(policy, tok, ["The value of x is"] * 4, 6, 4, seed=0)
+    proxy = load_reward(world["large"], pad_token_id=tok.pad_token_id)
+    assert proxy.device.type == "cuda"
+    assert len(texts) == 4 and np.isfinite(rewards(proxy, tok, texts)).all()
