@@ -6,7 +6,8 @@ FLOP count turned into time at a stated throughput, not a measurement:
 - a forward pass costs 2P FLOPs per token, a training step (forward + backward) 6P per token
   (Kaplan et al. 2020); LoRA is counted as full training, an upper bound;
 - a sampled token costs one forward pass (a KV cache: the prompt is read once, each new token once);
-- prompts are `world.prompt_chars / 4` tokens (about 4 characters per token of English BPE);
+- prompts are `world.prompt_chars / 4` tokens (about 4 characters per token of English BPE; the
+  tiny world's tokens are characters);
 - the GPU sustains `mfu` of its peak (default 40% of an A100's 312 TFLOP/s in bf16). Sampling is
   memory-bound and runs well below that, so generation-heavy jobs (pool, comparisons) are the
   least reliable lines: read the total as a lower bound within a factor of about two.
@@ -45,7 +46,10 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
         tiny.add(cfg["gold"]["tiny"]["reference"])
     P = {m: _params(models[m]) for m in models}
     Pg = _gold_params(cfg)
-    seq = cfg["world"]["prompt_chars"] / CHARS_PER_TOKEN + cfg["world"]["completion_tokens"]
+    # the tiny world's tokens are characters; hf tokenizers average about CHARS_PER_TOKEN
+    cpt = 1 if all("tiny" in models[p] for p in policies) else CHARS_PER_TOKEN
+    prompt_tokens = cfg["world"]["prompt_chars"] / cpt
+    seq = prompt_tokens + cfg["world"]["completion_tokens"]
 
     jobs, flops = Counter(), Counter()
     jobs["model_spec"] = len(used - tiny)
@@ -73,7 +77,9 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
             flops["train_rm"] += tr["epochs"] * 2 * d * seq * 6 * P[r] + 2 * cmp["val_pairs"] * seq * 2 * P[r]
             if (p, r, d) in scored:
                 jobs["score_proxy"] += 1
-                flops["score_proxy"] += pool_samples * seq * 2 * P[r]
+                # each pool prompt is read once, its keys/values reused for its N completions
+                pool_tokens = cfg["bon"]["prompts"] * prompt_tokens + pool_samples * cfg["world"]["completion_tokens"]
+                flops["score_proxy"] += pool_tokens * 2 * P[r]
             if bon:
                 jobs["bon_curve"] += 1
     r_cfg = cfg["rl"]
@@ -99,8 +105,21 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
         jobs[rule] = 1
     rate = mfu * peak_tflops * 1e12
     gpu_hours = {k: v / rate / 3600 for k, v in flops.items()}
+    sizes = {m: P[m] for m in sorted(used, key=lambda m: P[m])}
+    gold = cfg["gold"]
     return {"jobs": dict(jobs), "flops": dict(flops), "gpu_hours": gpu_hours, "mfu": mfu, "peak_tflops": peak_tflops,
-            "seq_tokens": seq, "unknown_params": sorted(m for m in used if model_params(models[m]) is None)}
+            "seq_tokens": seq, "prompt_tokens": prompt_tokens, "chars_per_token": cpt,
+            "completion_tokens": cfg["world"]["completion_tokens"], "params": sizes, "gold_params": Pg,
+            "gold_quantize": gold.get("quantize", "none") if "hf" in gold else "tiny",
+            "lora": sorted(m for m in used if models[m].get("lora")),
+            "unknown_params": sorted(m for m in used if model_params(models[m]) is None)}
+
+
+def _n(x: float) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:g}"
 
 
 def format_plan(p: dict) -> str:
@@ -110,8 +129,19 @@ def format_plan(p: dict) -> str:
         lines.append(f"{rule:<14}{n:>7}" + (f"{f / 1e15:>12,.1f}{p['gpu_hours'][rule]:>12,.1f}" if f else ""))
     total_h = sum(p["gpu_hours"].values())
     lines.append(f"{'total':<14}{sum(p['jobs'].values()):>7}{sum(p['flops'].values()) / 1e15:>12,.1f}{total_h:>12,.1f}")
-    lines.append(f"assumes {p['mfu']:.0%} of {p['peak_tflops']:g} TFLOP/s per GPU, 6P FLOPs/token training, "
-                 f"2P inference, {p['seq_tokens']:.0f} tokens per prompt + completion")
+    lines += [
+        "assumptions:",
+        f"  GPU: {p['mfu']:.0%} model FLOP utilisation of {p['peak_tflops']:g} TFLOP/s peak (A100 bf16: 312)"
+        f" = {p['mfu'] * p['peak_tflops']:.4g} TFLOP/s sustained per GPU",
+        "  FLOPs per token: 6P training (forward + backward), 2P forward (sampling, scoring, log-probs);"
+        " LoRA counted as full training (an upper bound)",
+        f"  tokens per text: {p['prompt_tokens']:.0f} prompt ({p['chars_per_token']} character{'s' if p['chars_per_token'] > 1 else ''} per token)"
+        f" + {p['completion_tokens']} completion = {p['seq_tokens']:.0f}",
+        "  sampling is memory-bound and runs below this rate: read the total as a lower bound (about 2x)",
+        "  models (P): " + ", ".join(f"{m} {_n(n)}" for m, n in p["params"].items())
+        + f"; gold {_n(p['gold_params'])} ({p['gold_quantize']})"
+        + (f"; LoRA: {', '.join(p['lora'])}" if p["lora"] else ""),
+    ]
     if p["unknown_params"]:
         lines.append(f"no parameter count for {', '.join(p['unknown_params'])}: assumed {UNKNOWN_PARAMS:,} (set params:)")
     return "\n".join(lines) + "\n"
