@@ -23,7 +23,9 @@ def hf_config(smoke_config, world):
     cfg = copy.deepcopy(smoke_config)
     cfg["policies"] = ["p"]
     cfg["reward_models"] = ["r1", "r2"]
-    cfg["subgrids"] = [{"reward_models": ["r1"], "data_sizes": [64]}, {"reward_models": ["r2"], "data_sizes": [128]}]
+    cfg["data_sizes"] = [32, 64]
+    cfg["subgrids"] = [{"reward_models": ["r1"], "data_sizes": [32]}, {"reward_models": ["r2"], "data_sizes": [64]}]
+    cfg["comparisons"].update(train_pairs=64, val_pairs=16)  # half the smoke's: the 4-bit gold is slow on CPU
     cfg["models"] = {
         "p": {"hf": world["policy"], "lora": {"r": 4, "alpha": 8}},
         "r1": {"hf": world["small"]},
@@ -32,13 +34,14 @@ def hf_config(smoke_config, world):
     cfg["gold"] = {"hf": world["gold"], "quantize": "4bit"}
     cfg["world"] = {"prompt_chars": 40, "completion_tokens": 8,
                     "prompts": {"path": world["prompts"], "column": "text", "heldout": 20}}
-    cfg["rl"].update(policies=["p"], data_sizes=[128])
+    cfg["rl"].update(policies=["p"], data_sizes=[64])
     cfg["kl_penalties"] = [0]
     return cfg
 
 
 def test_hf_smoke_pipeline(smoke_config, world, tmp_path):
-    """Through Snakemake up to the fits (the figures are the tiny smoke test's business)."""
+    """Through Snakemake to the best-of-n fits and a PPO run (the RL fit and the figures are the
+    tiny smoke test's business)."""
     from safetensors import safe_open
 
     from overopt.config import validate
@@ -46,7 +49,7 @@ def test_hf_smoke_pipeline(smoke_config, world, tmp_path):
     cfg = hf_config(smoke_config, world)
     validate(cfg)
     write_config(tmp_path, cfg)
-    r = snakemake_cmd(tmp_path, "--cores", "2", "results/fits/bon.csv", "results/fits/rl.csv",
+    r = snakemake_cmd(tmp_path, "--cores", "2", "results/fits/bon.csv", "results/rl/p/r2/n64/kl0/s0.csv",
                       "results/tables/rm_metrics.csv")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = tmp_path / "results"
@@ -56,21 +59,32 @@ def test_hf_smoke_pipeline(smoke_config, world, tmp_path):
     # the pool samples held-out prompts only, comparisons training prompts only
     assert set(pd.read_parquet(res / "pool/p.parquet")["prompt"]) <= held
     pairs = pd.read_parquet(res / "comparisons/p.parquet")
-    assert not set(pairs["prompt"]) & held and len(pairs) == 160
+    assert not set(pairs["prompt"]) & held and len(pairs) == 80
     # the LoRA proxy stores its adapter and head, not its base; the full proxy stores everything
-    lora_dir, full_dir = res / "rm/p/r2/n128/s0", res / "rm/p/r1/n64/s0"
+    lora_dir, full_dir = res / "rm/p/r2/n64/s0", res / "rm/p/r1/n32/s0"
     assert (lora_dir / "adapter_model.safetensors").exists() and (lora_dir / "base.json").exists()
     with safe_open(str(lora_dir / "adapter_model.safetensors"), "pt") as f:
         keys = list(f.keys())
     assert any("lora_A" in k for k in keys) and any("score" in k for k in keys)
     assert not any("lora" not in k and "score" not in k for k in keys), keys
     assert (full_dir / "model.safetensors").exists()
+    # reloaded from its directory (base + adapter + head), the LoRA proxy scores as it did when trained
+    import json
+
+    from overopt.models import load_reward, load_tokenizer
+    from overopt.rm import evaluate
+
+    tok = load_tokenizer(lora_dir)
+    val = evaluate(load_reward(lora_dir, pad_token_id=tok.pad_token_id), tok, pairs[pairs["split"] == "val"])
+    metrics = json.loads((lora_dir / "metrics.json").read_text())
+    assert val["val_loss"] == pytest.approx(metrics["val_loss"], abs=1e-6) and metrics["lora"]
+    assert metrics["trainable_params"] < 0.2 * metrics["params"]
     # PPO with a LoRA policy: its reference is the adapter-disabled policy, identical at step 0
-    rl = pd.read_csv(res / "rl/p/r2/n128/kl0/s0.csv")
+    rl = pd.read_csv(res / "rl/p/r2/n64/kl0/s0.csv")
     assert rl["kl"].iloc[0] == 0.0 and rl["step"].iloc[-1] == cfg["rl"]["steps"]
     assert rl["kl"].iloc[-1] != 0.0  # the adapter did move the policy
     assert '"quantize": "4bit"' in (res / "gold/gold.json").read_text()
-    scores = pd.read_parquet(res / "scores/p/r2/n128/s0.parquet")
+    scores = pd.read_parquet(res / "scores/p/r2/n64/s0.parquet")
     assert len(scores) == cfg["bon"]["prompts"] * cfg["bon"]["samples"] and scores["gold"].std() > 0
 
 
