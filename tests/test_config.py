@@ -42,6 +42,12 @@ BAD = {
                                      "world.prompts.path"),
     "pool larger than held-out prompts": (lambda c: c["world"].update(prompts={"path": "p.jsonl", "heldout": 2}),
                                           "bon.prompts"),
+    "LoRA rank zero": (lambda c: c["models"].update(p={"hf": "x", "lora": {"r": 0}}), "models.p.lora.r"),
+    "LoRA dropout of 1": (lambda c: c["models"].update(p={"hf": "x", "lora": {"dropout": 1.0}}), "models.p.lora.dropout"),
+    "negative parameter count": (lambda c: c["models"].update(p={"hf": "x", "params": -1}), "models.p.params"),
+    "prompts file without held-out count": (lambda c: c["world"].update(prompts={"path": "p.jsonl"}), "world.prompts"),
+    "unknown prompts key": (lambda c: c["world"].update(prompts={"path": "p.jsonl", "heldout": 8, "split": "x"}),
+                            "world.prompts.split"),
 }
 
 
