@@ -14,7 +14,14 @@ sequence-classification head in `modules_to_save`) plus `base.json`, the spec of
 it sits on; a 1.4B proxy costs megabytes on disk, not gigabytes.
 
 Quantization (bitsandbytes LLM.int8 or nf4) is for frozen models only: fine-tuning a quantized
-model is a different method (QLoRA), so trained weights are always full precision here.
+model is a different method (QLoRA), so trained weights are always full precision here. A
+quantized pi_init reference is not exactly the policy's starting weights: its error shows as a
+small KL at PPO step 0. (On CPU, bitsandbytes' nf4 kernels need layer widths that are multiples
+of its 64-value blocks; every real model's are.)
+
+Devices: every loader puts the model on `util.device()` (the job's GPU if it has one) and every
+forward pass runs under `util.autocast()` (bf16 on a GPU). On the CPU nothing changes: float32,
+the same numbers as before models could move.
 """
 
 from __future__ import annotations
