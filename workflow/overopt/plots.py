@@ -170,12 +170,16 @@ def fig_curves(curves: pd.DataFrame, fits: pd.DataFrame, form: str, out_pdf: str
     datas = sorted(curves["data"].unique())
     policies = sorted(curves["policy"].unique())
     colors = size_colors(curves["rm_params"].tolist())
-    fig, axes = plt.subplots(len(policies), len(datas), figsize=(2.6 * len(datas) + 0.6, 2.3 * len(policies)),
-                             squeeze=False, sharey=True)
+    # constrained layout keeps each panel's title clear of the KL axis above it and of the row below
+    fig, axes = plt.subplots(len(policies), len(datas), figsize=(2.6 * len(datas) + 0.9, 2.5 * len(policies)),
+                             squeeze=False, sharey=True, constrained_layout=True)
     for r, pol in enumerate(policies):
         for c, data in enumerate(datas):
             ax = axes[r, c]
             sub = curves[(curves["data"] == data) & (curves["policy"] == pol)]
+            if sub.empty:  # a cell outside the sub-grids: no empty frame in the figure
+                ax.set_visible(False)
+                continue
             for params, g in sub.groupby("rm_params"):
                 m = g.groupby(key, as_index=False)[["d", "gold", "proxy"]].mean()
                 col = colors[params]
@@ -186,16 +190,18 @@ def fig_curves(curves: pd.DataFrame, fits: pd.DataFrame, form: str, out_pdf: str
                 ax.plot(dd, predict(form, dd, f["alpha"].mean(), f["beta"].mean()), ":", color=col, lw=1.0)
             ax.axhline(0, color="0.7", lw=0.6)
             ax.set_xlabel("d = sqrt(KL) (nats$^{1/2}$)")
-            if c == 0:
+            if not any(a.get_visible() for a in axes[r, :c]):  # the row's first panel carries its y axis
                 ax.set_ylabel(f"score (gold std. units)\npolicy {pol}")
-            ax.set_title(f"{title}, {data:,} comparisons", pad=18)
+                ax.tick_params(labelleft=True)
+            ax.set_title(f"{title}, {data:,} comparisons")
             kl_axis(ax)
-    handles, labels = axes[0, -1].get_legend_handles_labels()
     from matplotlib.lines import Line2D
 
-    handles += [Line2D([], [], color="k", ls=s) for s in ("-", "--", ":")]
-    labels += ["gold", "proxy", "fit"]
-    axes[0, -1].legend(handles, labels, title="RM params", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    # one legend for the figure: every RM size that appears in any panel, smallest first
+    sizes = sorted(curves["rm_params"].unique())
+    handles = [Line2D([], [], color=colors[p]) for p in sizes] + [Line2D([], [], color="k", ls=s) for s in ("-", "--", ":")]
+    labels = [fmt_params(p) for p in sizes] + ["gold", "proxy", "fit"]
+    fig.legend(handles, labels, title="RM params", loc="outside right upper", frameon=False)
     save(fig, out_pdf)
     plt.close(fig)
 
