@@ -89,7 +89,7 @@ def main():
                      ("sampling, HF generate          ", t_gen)):
         print(f"{label}: {new / t:12,.0f} new tokens/s = {positions * per_tok / t / 1e9:7.2f} GFLOP/s")
     print(f"forward pass, full sequence    : {fwd_flops / per_tok:12,.0f} tokens/s     = {fwd_flops / 1e9:7.2f} GFLOP/s")
-    print(f"plain matmul ({A.shape[0]}x{d} @ {d}x{4 * d})  : {mm_flops / 1e9:7.2f} GFLOP/s")
+    print(f"plain matmul {A.shape[0]}x{d} @ {d}x{4 * d}   : {mm_flops / 1e9:7.2f} GFLOP/s")
     print(f"ratio ours / forward pass      : {positions * per_tok / t_ours / fwd_flops:.2f}")
     print(f"ratio ours / plain matmul      : {positions * per_tok / t_ours / mm_flops:.2f}")
     print(f"speed-up ours / generic loop   : {t_loop / t_ours:.2f}")

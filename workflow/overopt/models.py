@@ -188,7 +188,7 @@ def _direct_gpt2(model) -> bool:
     c = model.config
     return (type(model) is GPT2LMHeadModel and c.activation_function in _GELU and c.scale_attn_weights
             and not c.scale_attn_by_inverse_layer_idx and not c.reorder_and_upcast_attn
-            and model.transformer.wte.weight.dtype == torch.float32 and not model.training)
+            and all(p.dtype == torch.float32 for p in model.parameters()) and not model.training)
 
 
 class _GPT2Decoder:
