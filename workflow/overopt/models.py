@@ -196,7 +196,7 @@ class _GPT2Decoder:
 
     At the tiny world's sizes the generic loop spends as long in per-call bookkeeping, attention
     masks and growing the cache by concatenation as in its matmuls; here a step is the matmuls,
-    one fused attention call per layer and an in-place cache write. Same weights, same numbers
+    one attention per layer over the cache and an in-place cache write. Same weights, same numbers
     to float rounding (tests/test_models.py checks the logits against the HF model's)."""
 
     def __init__(self, model, batch: int, max_len: int):
