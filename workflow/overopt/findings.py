@@ -186,7 +186,7 @@ def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
                    for a, b in zip(f["alpha"], f["beta"])]
             rho_d = _spearman(list(f.index), [min(x, 1e6) for x in dpk])
             hi.append((rho_g, f"{dsize:,}: " + ", ".join(f"{r[1]:.2f}" for r in rows) + f" (rho {rho_g:.2f})"))
-            late.append((rho_d, f"{dsize:,}: " + ", ".join("none" if not np.isfinite(x) else f"{x:.2f}" for x in dpk)
+            late.append((rho_d, f"{dsize:,}: " + ", ".join("none" if not np.isfinite(x) else f"{x:.3g}" for x in dpk)
                          + f" (rho {rho_d:.2f})"))
         if hi:
             ok = all(r >= RHO_MIN - 1e-9 for r, _ in hi)
