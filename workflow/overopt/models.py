@@ -204,8 +204,7 @@ class _GPT2Decoder:
         self.tr, self.head, self.c = model.transformer, model.lm_head.weight, c
         self.H, self.D = c.n_head, c.n_embd // c.n_head
         self.gelu = _GELU[c.activation_function]
-        w = self.tr.wte.weight
-        self.k = w.new_empty(c.n_layer, batch, self.H, max_len, self.D)
+        self.k = self.tr.wte.weight.new_empty(c.n_layer, batch, self.H, max_len, self.D)
         self.v = torch.empty_like(self.k)
         self.pos = 0
 
