@@ -28,3 +28,31 @@ def test_tiny_gold_combines_standardised_terms_with_caps():
     assert s == pytest.approx(want)
     # the degenerate run scores below the same count of spread-out symbols
     assert g.score([""], ["-.-.-.-."])[0] > g.score([""], ["--------"])[0]
+
+
+def test_char_ngram_is_a_normalised_witten_bell_model(tmp_path):
+    from overopt.gold import CharNGram
+
+    text = "the cat sat on the mat. the cat ran. a dog sat."
+    lm = CharNGram.fit(text, 4)
+    lm.save(tmp_path / "ngram.npz")
+    lm = CharNGram.load(tmp_path / "ngram.npz")
+    # every context (seen, unseen, at the start, with an unknown character) gives a distribution
+    for context in ["the c", "zzq", "", "at#"]:
+        probs = [np.exp(lm.logprobs(lm.encode(context + ch))[-1]) for ch in lm.alphabet + "\x01"]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-9), context
+    # by hand, order 2 on "abab": P(b|a) = (C(ab) + U(a) P1(b)) / (N(a) + U(a)), P1(b) = (2+1)/(4+3)
+    two = CharNGram.fit("abab", 2)
+    assert np.exp(two.logprobs(two.encode("ab"))[-1]) == pytest.approx((2 + 1 * 3 / 7) / (2 + 1))
+    # corpus-like text is more likely per character than the same characters shuffled
+    good, bad = lm.mean_logprob(["the "] * 2, ["cat sat", "tsc ata"])
+    assert good > bad + 1.0
+
+
+def test_char_ngram_batch_scoring_equals_one_text_at_a_time():
+    from overopt.gold import CharNGram
+
+    lm = CharNGram.fit("the cat sat on the mat. the cat ran. a dog sat.", 5)
+    prompts, comps = ["the ", "", "a d", "x#y "], ["cat sat", "the", "", "zz\u00e9 mat"]
+    one = [lm.logprobs(lm.encode(p + c))[len(p):].mean() if c else 0.0 for p, c in zip(prompts, comps)]
+    assert lm.mean_logprob(prompts, comps) == pytest.approx(one)

@@ -37,8 +37,8 @@ def cmd_gold(a):
     from .data import corpus_split
     from .gold import build_gold
 
-    _, held = corpus_split()
-    build_gold(a.spec, a.out, a.reference, held, a.prompt_chars, a.completion_tokens, a.seed)
+    train, held = corpus_split()
+    build_gold(a.spec, a.out, a.reference, held, a.prompt_chars, a.completion_tokens, a.seed, train_text=train)
 
 
 def cmd_comparisons(a):

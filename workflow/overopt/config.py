@@ -86,6 +86,14 @@ def rl_cells(config: dict) -> list[tuple[str, str, int]]:
     return [c for c in grid_cells(config) if c[0] in pols and c[2] in datas]
 
 
+def rl_runs(config: dict) -> list[tuple[str, str, int, float]]:
+    """(policy, rm, data, kl_penalty) of every PPO run (x seeds): the RL cells x kl_penalties,
+    a non-zero penalty only on `rl.penalty_reward_models` (default every RL reward model)."""
+    pen_rms = config["rl"].get("penalty_reward_models")
+    return [(p, r, d, kl) for p, r, d in rl_cells(config) for kl in config["kl_penalties"]
+            if kl == 0 or pen_rms is None or r in pen_rms]
+
+
 HF_ONLY = ("params", "tokenizer", "lora", "quantize")
 
 
@@ -151,6 +159,9 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     for i, n in enumerate(config["rl"].get("data_sizes", [])):
         if n not in config["data_sizes"]:
             raise ConfigError(f"config key 'rl.data_sizes[{i}]': {n} is not one of data_sizes")
+    for i, n in enumerate(config["rl"].get("penalty_reward_models", [])):
+        if n not in config["reward_models"]:
+            raise ConfigError(f"config key 'rl.penalty_reward_models[{i}]': {n!r} is not one of reward_models")
     for i, n in enumerate(config["rl"].get("policies", [])):
         if n not in config["policies"]:
             raise ConfigError(f"config key 'rl.policies[{i}]': {n!r} is not one of policies")
@@ -160,14 +171,20 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
                 if v not in config[axis]:
                     raise ConfigError(f"config key 'subgrids[{j}].{axis}[{i}]': {v!r} is not one of {axis}")
     gold = config["gold"]
-    if "tiny" in gold:
+    if "tiny" in gold and "fluency" in gold["tiny"]["terms"]:
+        if ("reference" in gold["tiny"]) == ("fluency_ngram" in gold["tiny"]):
+            raise ConfigError("config key 'gold.tiny': the fluency term needs exactly one of 'reference' "
+                              "(a tiny model) or 'fluency_ngram' (an n-gram order)")
+    elif "tiny" in gold and "reference" in gold["tiny"]:
+        raise ConfigError("config key 'gold.tiny.reference': only used by the 'fluency' term, which 'terms' lacks")
+    if "tiny" in gold and "count" in gold["tiny"]["terms"] and not gold["tiny"].get("reward_chars"):
+        raise ConfigError("config key 'gold.tiny.reward_chars': required by the 'count' term")
+    if "tiny" in gold and "reference" in gold["tiny"]:
         ref = gold["tiny"]["reference"]
         if ref not in models:
             raise ConfigError(f"config key 'gold.tiny.reference': model {ref!r} is not defined under 'models'")
         if "tiny" not in models[ref]:
             raise ConfigError(f"config key 'gold.tiny.reference': {ref!r} must be a tiny model")
-        if "count" in gold["tiny"]["terms"] and not gold["tiny"].get("reward_chars"):
-            raise ConfigError("config key 'gold.tiny.reward_chars': required by the 'count' term")
         gp = tiny_params(models[ref]["tiny"])
         for name in config["reward_models"]:
             if "tiny" in models[name] and tiny_params(models[name]["tiny"]) >= gp:

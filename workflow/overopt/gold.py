@@ -56,6 +56,102 @@ def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[
     return out
 
 
+class CharNGram:
+    """A character n-gram LM with interpolated Witten-Bell smoothing, counted on corpus text.
+
+    The tiny gold's fluency reference when `fluency_ngram` is set: a transformer reference
+    (`reference:`) costs a pretraining run on the critical path and a forward pass per scored
+    completion; counts give the same kind of judgement (is this text like the corpus?) from a
+    table lookup. Stored as integer arrays in an .npz (loaded with allow_pickle=False).
+
+    An n-gram of codes w_1..w_k is the integer sum w_i << bits*(k-i): its context is key >> bits
+    and its back-off (oldest character dropped) is key & mask, so every table is a sorted array
+    and every lookup one `searchsorted`.
+    """
+
+    def __init__(self, alphabet: str, order: int, tables: dict[str, np.ndarray]):
+        self.alphabet, self.order, self.t = alphabet, order, tables
+        self.V = len(alphabet) + 1  # + one code for any character outside the corpus alphabet
+        self.bits = int(np.ceil(np.log2(self.V + 1)))
+        if self.bits * order > 62:
+            raise ValueError(f"n-gram order {order} too high for an alphabet of {len(alphabet)}")
+        # code of every code point up to the alphabet's largest; 0 = before the text starts
+        points = np.array([ord(ch) for ch in alphabet], dtype=np.int64)
+        self.table = np.full(int(points.max(initial=0)) + 2, self.V, dtype=np.int64)
+        self.table[points] = np.arange(1, len(alphabet) + 1)
+
+    def encode(self, text: str) -> np.ndarray:
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        return self.table[np.minimum(points, len(self.table) - 1)]
+
+    def _keys(self, codes: np.ndarray, k: int) -> np.ndarray:
+        """Key of the k-gram ending at every position (positions before the start are code 0)."""
+        padded = np.concatenate([np.zeros(k - 1, dtype=np.int64), codes])
+        key = np.zeros(len(codes), dtype=np.int64)
+        for i in range(k):
+            key = (key << self.bits) | padded[i : i + len(codes)]
+        return key
+
+    @classmethod
+    def fit(cls, text: str, order: int) -> "CharNGram":
+        lm = cls("".join(sorted(set(text))), order, {})
+        codes = lm.encode(text)
+        t = {"unigram": np.bincount(codes, minlength=lm.V + 1).astype(np.int64)}
+        for k in range(2, order + 1):
+            keys, counts = np.unique(lm._keys(codes, k)[k - 1 :], return_counts=True)
+            ctx, first = np.unique(keys >> lm.bits, return_index=True)
+            t[f"keys{k}"], t[f"counts{k}"] = keys, counts.astype(np.int64)
+            t[f"ctx{k}"] = ctx
+            t[f"ctx_n{k}"] = np.add.reduceat(counts, first).astype(np.int64)  # N(h): tokens after h
+            t[f"ctx_u{k}"] = np.diff(np.append(first, len(keys))).astype(np.int64)  # U(h): distinct ones
+        lm.t = t
+        return lm
+
+    @staticmethod
+    def _lookup(table: np.ndarray, values: np.ndarray, q: np.ndarray) -> np.ndarray:
+        i = np.minimum(np.searchsorted(table, q), len(table) - 1)
+        return np.where(table[i] == q, values[i], 0)
+
+    def logprobs(self, codes: np.ndarray) -> np.ndarray:
+        """log P(c_j | the order-1 characters before it) at every position of one text."""
+        uni = self.t["unigram"][1:]
+        # add-one unigram over the alphabet plus the unknown code: never zero
+        p = (self._lookup(np.arange(1, self.V + 1), uni, codes) + 1.0) / (uni.sum() + self.V)
+        for k in range(2, self.order + 1):
+            key = self._keys(codes, k)
+            c = self._lookup(self.t[f"keys{k}"], self.t[f"counts{k}"], key)
+            n = self._lookup(self.t[f"ctx{k}"], self.t[f"ctx_n{k}"], key >> self.bits)
+            u = self._lookup(self.t[f"ctx{k}"], self.t[f"ctx_u{k}"], key >> self.bits)
+            # Witten-Bell: an unseen context (n = 0) passes the lower order's estimate through
+            p = np.where(n > 0, (c + u * p) / np.maximum(n + u, 1), p)
+        return np.log(p)
+
+    def mean_logprob(self, prompts: list[str], completions: list[str]) -> np.ndarray:
+        """Mean log-probability per character of each completion given its prompt."""
+        # all texts in one array, each after order-1 start codes: the contexts that reach back
+        # past a text's start see exactly the start codes a text scored alone would see
+        gap = "\x00" * (self.order - 1)
+        codes = self.encode("".join(gap + p + c for p, c in zip(prompts, completions)))
+        lens = np.array([len(gap) + len(p) + len(c) for p, c in zip(prompts, completions)], dtype=np.int64)
+        n_comp = np.array([len(c) for c in completions], dtype=np.int64)
+        ends = np.cumsum(lens)
+        codes[((ends - lens)[:, None] + np.arange(len(gap))).ravel()] = 0
+        lp = self.logprobs(codes)
+        csum = np.concatenate([[0.0], np.cumsum(lp)])
+        total = csum[ends] - csum[ends - n_comp]
+        return np.where(n_comp > 0, total / np.maximum(n_comp, 1), 0.0)
+
+    def save(self, path: Path) -> None:
+        np.savez(path, alphabet=np.array([ord(ch) for ch in self.alphabet]), order=np.array(self.order), **self.t)
+
+    @classmethod
+    def load(cls, path: Path) -> "CharNGram":
+        with np.load(path, allow_pickle=False) as z:
+            t = {k: z[k] for k in z.files}
+        alphabet = "".join(chr(int(o)) for o in t.pop("alphabet"))
+        return cls(alphabet, int(t.pop("order")), t)
+
+
 def count_term(completions: list[str], chars: str) -> np.ndarray:
     s = set(chars)
     return np.array([sum(ch in s for ch in c) for c in completions], dtype=float)
@@ -78,13 +174,19 @@ class TinyGold:
         self.spec = spec
         self.weights: dict = spec["terms"]
         self.stats: dict = spec["stats"]
-        self.tokenizer = load_tokenizer(path / "reference")
-        self.reference = load_causal(path / "reference")
+        if spec.get("fluency_ngram"):
+            self.ngram = CharNGram.load(path / "ngram.npz")
+        elif "fluency" in self.weights:
+            self.tokenizer = load_tokenizer(path / "reference")
+            self.reference = load_causal(path / "reference")
 
     def terms(self, prompts: list[str], completions: list[str]) -> dict[str, np.ndarray]:
         out = {}
         if "fluency" in self.weights:
-            out["fluency"] = completion_logprobs(self.reference, self.tokenizer, prompts, completions)
+            if self.spec.get("fluency_ngram"):
+                out["fluency"] = self.ngram.mean_logprob(prompts, completions)
+            else:
+                out["fluency"] = completion_logprobs(self.reference, self.tokenizer, prompts, completions)
         if "count" in self.weights:
             out["count"] = count_term(completions, self.spec["reward_chars"])
         if "runs" in self.weights:
@@ -165,7 +267,8 @@ def load_gold(path: str | Path):
     raise ValueError(f"{path}/gold.json: unknown gold kind {spec['kind']!r}")
 
 
-def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: str, prompt_chars: int, completion_chars: int, seed: int) -> dict:
+def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: str, prompt_chars: int, completion_chars: int, seed: int,
+               train_text: str = "") -> dict:
     """Write the gold directory: its spec, its frozen model(s), and term statistics.
 
     Term statistics are measured on held-out corpus continuations (not on any policy's
@@ -179,13 +282,18 @@ def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: st
                     "quantize": spec.get("quantize", "none")}
         else:
             tiny = spec["tiny"]
-            shutil.copytree(reference_dir, tmp / "reference")
+            if tiny.get("fluency_ngram"):
+                # counted on the text pi_init was pretrained on, as the transformer reference is
+                CharNGram.fit(train_text, int(tiny["fluency_ngram"])).save(Path(tmp) / "ngram.npz")
+            elif reference_dir:
+                shutil.copytree(reference_dir, tmp / "reference")
             meta = {
                 "kind": "tiny",
                 "terms": dict(sorted(tiny["terms"].items())),
                 "reward_chars": tiny.get("reward_chars", ""),
                 "fluency_cap": tiny.get("fluency_cap"),
                 "count_cap": tiny.get("count_cap"),
+                "fluency_ngram": tiny.get("fluency_ngram"),
                 "stats": {},
             }
             rng = np.random.default_rng(seed)

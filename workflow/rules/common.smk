@@ -1,5 +1,6 @@
 # Validated config, wildcard constraints and target helpers. The only place config is read.
 from overopt.config import ConfigError, canonical, grid_cells, model_params, rl_cells, tiny_params, validate
+from overopt.config import rl_runs as rl_run_cells
 
 try:
     CFG = validate(config)
@@ -86,9 +87,9 @@ def comparison_pairs(policy):
 
 
 def rl_runs():
-    """Every PPO run: the RL cells (rl.policies x rl.data_sizes within the grid) x kl_penalties x seeds."""
-    return _expand_cells(f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.csv", rl_cells(CFG),
-                         kl=CFG["kl_penalties"])
+    """Every PPO run: the RL cells (rl.policies x rl.data_sizes within the grid) x kl_penalties
+    (non-zero ones on rl.penalty_reward_models) x seeds."""
+    return [f"{OUT}/rl/{p}/{r}/n{d}/kl{kl}/s{s}.csv" for p, r, d, kl in rl_run_cells(CFG) for s in CFG["seeds"]]
 
 
 def rl_rm_dirs():
@@ -149,9 +150,12 @@ UNKNOWN_PARAMS = 1_000_000_000  # an hf hub id with no local config.json and no 
 
 
 def _gold_params():
-    """The gold's parameters: its reference LM in the tiny world, the reward model itself for hf."""
+    """The gold's parameters: its reference LM in the tiny world (none for an n-gram gold), the
+    reward model itself for hf."""
     gold = CFG["gold"]
-    return model_params(MODELS[gold["tiny"]["reference"]]) if "tiny" in gold else model_params(gold)
+    if "tiny" in gold:
+        return model_params(MODELS[gold["tiny"]["reference"]]) if "reference" in gold["tiny"] else 0
+    return model_params(gold)
 
 
 def job_params(wildcards, roles):

@@ -46,7 +46,7 @@ GOLD = CFG["gold"]
 
 rule gold:
     input:
-        reference=base_input(GOLD["tiny"]["reference"]) if "tiny" in GOLD else [],
+        reference=base_input(GOLD["tiny"]["reference"]) if "reference" in GOLD.get("tiny", {}) else [],
     output:
         directory(f"{OUT}/gold"),
     params:
