@@ -6,7 +6,14 @@ from overopt.data import build_char_tokenizer, corpus_split
 from overopt.rm import rewards, rewards_by_prompt
 
 
-def test_rewards_by_prompt_equal_rewards_on_joined_texts():
+import pytest
+
+
+@pytest.mark.parametrize("path", ["direct", "generic"])
+def test_rewards_by_prompt_equal_rewards_on_joined_texts(path, monkeypatch):
+    # the tiny world's GPT-2 runs the written-out forward pass; every other model the HF cache path
+    if path == "generic":
+        monkeypatch.setattr("overopt.rm._direct_gpt2", lambda *a: False)
     tok = build_char_tokenizer(corpus_split()[0])
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2,

@@ -32,6 +32,45 @@ from .util import atomic_dir, autocast, log, write_json
 @torch.no_grad()
 def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64) -> np.ndarray:
     """Mean log-probability per token of each completion given its prompt."""
+    from .models import _direct_gpt2, gpt2_logprobs_with_prefix
+
+    model.eval()
+    out = np.zeros(len(prompts))
+    if _direct_gpt2(model) and not torch.is_autocast_enabled(model.device.type):
+        # the tiny world's reference: each distinct prompt runs once for all of its completions
+        # (a best-of-n pool holds thousands per prompt). Character tokens split at the prompt
+        # boundary; a completion whose joined tokenization does not is scored on the joined text.
+        by_prompt: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            by_prompt.setdefault(p, []).append(i)
+        rest = []
+        for prompt, idx in by_prompt.items():
+            p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            c_ids = tokenizer([completions[i] for i in idx], add_special_tokens=False)["input_ids"]
+            j_ids = tokenizer([prompt + completions[i] for i in idx], add_special_tokens=False)["input_ids"]
+            ok = [bool(p_ids) and len(c) > 0 and j == p_ids + c for c, j in zip(c_ids, j_ids)]
+            rest += [i for i, good in zip(idx, ok) if not good]
+            idx, c_ids = [i for i, good in zip(idx, ok) if good], [c for c, good in zip(c_ids, ok) if good]
+            for b in range(0, len(idx), 4 * batch_size):
+                chunk = c_ids[b : b + 4 * batch_size]
+                width = max(len(c) for c in chunk)
+                x = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+                m = torch.zeros((len(chunk), width))
+                for r, cc in enumerate(chunk):
+                    x[r, : len(cc)] = torch.tensor(cc)
+                    m[r, : len(cc)] = 1
+                lp = gpt2_logprobs_with_prefix(model, p_ids, x.to(model.device)).cpu()
+                out[idx[b : b + len(chunk)]] = ((lp * m).sum(1) / m.sum(1)).double().numpy()
+        if rest:
+            out[rest] = completion_logprobs_joined(model, tokenizer, [prompts[i] for i in rest],
+                                                   [completions[i] for i in rest], batch_size)
+        return out
+    return completion_logprobs_joined(model, tokenizer, prompts, completions, batch_size)
+
+
+@torch.no_grad()
+def completion_logprobs_joined(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64) -> np.ndarray:
+    """`completion_logprobs` on padded batches of the joined texts: any model, any tokenizer."""
     model.eval()
     out = np.zeros(len(prompts))
     for b in range(0, len(prompts), batch_size):

@@ -182,11 +182,11 @@ def banned_token_ids(tokenizer) -> list[int]:
 _GELU = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu": "none"}
 
 
-def _direct_gpt2(model) -> bool:
-    from transformers import GPT2LMHeadModel
+def _direct_gpt2(model, cls: str = "GPT2LMHeadModel") -> bool:
+    import transformers
 
     c = model.config
-    return (type(model) is GPT2LMHeadModel and c.activation_function in _GELU and c.scale_attn_weights
+    return (type(model) is getattr(transformers, cls) and c.activation_function in _GELU and c.scale_attn_weights
             and not c.scale_attn_by_inverse_layer_idx and not c.reorder_and_upcast_attn
             and all(p.dtype == torch.float32 for p in model.parameters()) and not model.training)
 
@@ -234,6 +234,65 @@ class _GPT2Decoder:
         self.pos = p0 + t
         last = x.view(B, t, C)[:, -1]
         return F.layer_norm(last, (C,), self.tr.ln_f.weight, self.tr.ln_f.bias, self.tr.ln_f.eps) @ self.head.T
+
+
+def gpt2_hidden_with_prefix(model, prompt_ids: list[int], ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final hidden states (after ln_f) of a plain GPT-2 on prompt + each row of `ids` (B, t,
+    right-padded): the prompt's last position (C,) and every completion position (B, t, C).
+
+    The prompt runs once; every completion attends to its keys/values broadcast over the batch
+    (no per-batch cache copies), causally within itself. Right padding only follows a row's
+    real tokens, so causal attention keeps it out of every real position. Same numbers as the HF
+    forward pass on the joined text (tests/test_rm.py, tests/test_gold.py)."""
+    tr, c = model.transformer, model.config
+    H, D, C = c.n_head, c.n_embd // c.n_head, c.n_embd
+    gelu = _GELU[c.activation_function]
+    B, t = ids.shape
+    Tp = len(prompt_ids)
+
+    def mlp(blk, x):
+        h = F.layer_norm(x, (C,), blk.ln_2.weight, blk.ln_2.bias, blk.ln_2.eps)
+        h = F.gelu(torch.addmm(blk.mlp.c_fc.bias, h, blk.mlp.c_fc.weight), approximate=gelu)
+        return x + torch.addmm(blk.mlp.c_proj.bias, h, blk.mlp.c_proj.weight)
+
+    def qkv(blk, x, n, T):
+        h = F.layer_norm(x, (C,), blk.ln_1.weight, blk.ln_1.bias, blk.ln_1.eps)
+        return torch.addmm(blk.attn.c_attn.bias, h, blk.attn.c_attn.weight).view(n, T, 3, H, D).permute(2, 0, 3, 1, 4)
+
+    p = torch.tensor(prompt_ids, device=ids.device)
+    xp = tr.wte.weight[p] + tr.wpe.weight[:Tp]
+    x = (tr.wte.weight[ids] + tr.wpe.weight[Tp : Tp + t]).view(B * t, C)
+    # row i (completion position i) sees the whole prompt and completion positions 0..i
+    mask = torch.ones(t, Tp + t, dtype=torch.bool, device=ids.device).tril(Tp)
+    for blk in tr.h:
+        qp, kp, vp = qkv(blk, xp, 1, Tp)
+        yp = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+        xp = mlp(blk, xp + torch.addmm(blk.attn.c_proj.bias, yp[0].transpose(0, 1).reshape(Tp, C), blk.attn.c_proj.weight))
+        q, k, v = qkv(blk, x, B, t)
+        keys = torch.cat([kp.expand(B, H, Tp, D), k], 2)
+        values = torch.cat([vp.expand(B, H, Tp, D), v], 2)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        x = mlp(blk, x + torch.addmm(blk.attn.c_proj.bias, y.transpose(1, 2).reshape(B * t, C), blk.attn.c_proj.weight))
+    ln = lambda h: F.layer_norm(h, (C,), tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)  # noqa: E731
+    return ln(xp[-1]), ln(x.view(B, t, C))
+
+
+@torch.no_grad()
+def gpt2_rewards_with_prefix(model, prompt_ids: list[int], ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """A GPT-2 reward model's (`GPT2ForSequenceClassification`) scores on prompt + each row of
+    `ids`, read at position `last` of each row, as the HF model reads its last non-pad token."""
+    _, h = gpt2_hidden_with_prefix(model, prompt_ids, ids)
+    return (h[torch.arange(len(ids), device=ids.device), last] @ model.score.weight.T)[:, 0]
+
+
+@torch.no_grad()
+def gpt2_logprobs_with_prefix(model, prompt_ids: list[int], ids: torch.Tensor) -> torch.Tensor:
+    """A GPT-2 LM's log-probability of every token of each row of `ids` (B, t) after the prompt."""
+    hp, h = gpt2_hidden_with_prefix(model, prompt_ids, ids)
+    # token j is predicted from the position before it: the prompt's last one for j = 0
+    before = torch.cat([hp.expand(len(ids), 1, -1), h[:, :-1]], 1)
+    logits = before @ model.lm_head.weight.T
+    return torch.log_softmax(logits, -1).gather(-1, ids[..., None])[..., 0]
 
 
 @torch.no_grad()

@@ -143,7 +143,9 @@ def fig_kl_penalty(rl: pd.DataFrame, rl_fits: pd.DataFrame, out_pdf: str) -> Non
     r = _params(rl, rl_fits)
     pens = sorted(r["kl_penalty"].unique())
     pal = dict(zip(pens, sns.color_palette("mako_r", n_colors=len(pens) + 1)[1:]))
-    sizes = sorted(r["rm_params"].unique())
+    # a panel per RM size that the penalty sweep covers (rl.penalty_reward_models)
+    swept = r.groupby("rm_params")["kl_penalty"].nunique()
+    sizes = sorted(swept[swept > 1].index) or sorted(r["rm_params"].unique())
     fig, axes = plt.subplots(1, len(sizes), figsize=(2.3 * len(sizes) + 0.6, 2.3), squeeze=False, sharey=True)
     for ax, params in zip(axes[0], sizes):
         for pen in pens:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .data import chosen_rejected, train_subset
 from .hf import ADAPTER_BASE, add_lora, read_spec, trainable_parameters
-from .models import count_params, load_reward, load_tokenizer, read_metrics
+from .models import _direct_gpt2, count_params, gpt2_rewards_with_prefix, load_reward, load_tokenizer, read_metrics
 from .util import Progress, atomic_dir, autocast, device, log, seed_everything, write_json
 
 
@@ -127,6 +127,8 @@ def rewards_by_prompt(model, tokenizer, prompts: list[str], completions: list[st
     order: dict[str, list[int]] = {}
     for i, p in enumerate(prompts):
         order.setdefault(p, []).append(i)
+    direct = _direct_gpt2(model, "GPT2ForSequenceClassification") and not torch.is_autocast_enabled(device().type)
+    pad = model.config.pad_token_id
     with torch.inference_mode(), autocast():
         for prompt, idx in order.items():
             p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -141,6 +143,14 @@ def rewards_by_prompt(model, tokenizer, prompts: list[str], completions: list[st
             if not splits.any():
                 continue
             idx, comps = idx[splits], [c for c, ok in zip(comps, splits) if ok]
+            if direct:  # plain float32 GPT-2 (the tiny world): the written-out forward pass
+                for b in range(0, len(idx), batch_size):
+                    enc = encode(tokenizer, comps[b : b + batch_size])
+                    ids, am = enc["input_ids"], enc["attention_mask"]
+                    # the position the HF model reads: the last non-pad token
+                    last = (torch.arange(ids.shape[1], device=ids.device) * (ids != pad)).argmax(-1)
+                    out[idx[b : b + len(ids)]] = gpt2_rewards_with_prefix(model, p_ids, ids, last).float().cpu().numpy()
+                continue
             prefix = model(input_ids=torch.tensor([p_ids], device=device()), use_cache=True).past_key_values
             for b in range(0, len(idx), batch_size):
                 enc = encode(tokenizer, comps[b : b + batch_size])
