@@ -78,3 +78,19 @@ def test_fluency_reuses_each_prompt_and_equals_the_joined_forward_pass(n_layer):
     got = completion_logprobs(model, tok, prompts, comps, batch_size=2)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.ptp(want) > 0.05
+
+
+def test_ngram_gold_builds_loads_and_prefers_corpus_like_text(tmp_path):
+    from overopt.data import corpus_split
+    from overopt.gold import build_gold, load_gold
+
+    train, held = corpus_split()
+    spec = {"tiny": {"fluency_ngram": 4, "terms": {"fluency": 1.0}, "fluency_cap": None}}
+    meta = build_gold(spec, str(tmp_path / "gold"), None, held, 16, 16, seed=0, train_text=train)
+    assert (tmp_path / "gold" / "ngram.npz").exists() and not (tmp_path / "gold" / "reference").exists()
+    mu, sd = meta["stats"]["fluency"]
+    gold = load_gold(tmp_path / "gold")
+    good, junk = gold.score(["The function returns "] * 2, ["the value of the ", "qzx]]vk'@#jw;;p!"])
+    # held-out text standardises the term: corpus-like text near 0, junk far below
+    assert abs(good) < 2 and junk < good - 2
+    assert mu < 0 and sd > 0
