@@ -59,25 +59,32 @@ def test_char_ngram_batch_scoring_equals_one_text_at_a_time():
 
 
 @pytest.mark.parametrize("n_layer", [1, 2])
-def test_fluency_reuses_each_prompt_and_equals_the_joined_forward_pass(n_layer):
+def test_fluency_reuses_each_prompt_and_equals_the_joined_forward_pass(n_layer, monkeypatch):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    import overopt.models
     from overopt.data import build_char_tokenizer, corpus_split
     from overopt.gold import completion_logprobs, completion_logprobs_joined
+
+    calls = []
+    direct = overopt.models.gpt2_logprobs_with_prefix
+    monkeypatch.setattr(overopt.models, "gpt2_logprobs_with_prefix", lambda *a: calls.append(1) or direct(*a))
 
     tok = build_char_tokenizer(corpus_split()[0])
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=n_layer, n_head=2,
                                        pad_token_id=tok.pad_token_id)).eval()
     rng = np.random.default_rng(0)
-    prompts = [p for p in ("The quick brown ", "def f(x): ", "Note: ") for _ in range(5)] + ["", "x"]
+    # 40 completions per prompt: a pool, so each prompt runs once (the empty one on joined text)
+    prompts = [p for p in ("The quick brown ", "def f(x): ", "Note: ") for _ in range(40)] + ["", "x"]
     # completions of different lengths (the batches carry right padding), one empty
     comps = ["".join(rng.choice(list("abcdefgh ,."), rng.integers(1, 12))) for _ in prompts[:-2]] + ["abc", ""]
     want = completion_logprobs_joined(model, tok, prompts, comps, batch_size=4)
     got = completion_logprobs(model, tok, prompts, comps, batch_size=2)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.ptp(want) > 0.05
+    assert len(calls) == 3 * 40 // 8  # batches of 4 x batch_size per prompt; "" and "x" + "" go joined
 
 
 def test_ngram_gold_builds_loads_and_prefers_corpus_like_text(tmp_path):
