@@ -74,3 +74,10 @@ def test_predict_cli_refuses_to_extrapolate_silently(tmp_path, capsys):
     assert "refusing to extrapolate" in capsys.readouterr().err
     assert main(args + ["--rm-params", "1e7", "--extrapolate"]) == 0
     assert "WARNING: extrapolating" in capsys.readouterr().out
+
+
+def test_scaling_table_of_a_single_rm_size_is_empty_with_its_columns():
+    fits = synthetic_fits(noise=0.005)
+    one = fits[fits["rm_params"] == fits["rm_params"].min()]
+    t = scaling_table(one, "bon", B=10)
+    assert t.empty and {"method", "coefficient", "slope", "n_sizes"} <= set(t.columns)

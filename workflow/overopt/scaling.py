@@ -49,7 +49,10 @@ def scaling_table(fits: pd.DataFrame, method: str, B: int = 500, seed: int = 0) 
                          "slope_lo": lo[0], "slope_hi": hi[0], "intercept_lo": lo[1], "intercept_hi": hi[1],
                          "params_min": int(means.index.min()), "params_max": int(means.index.max()),
                          "n_sizes": int(len(means))})
-    return pd.DataFrame(rows)
+    # a grid with one RM size per cell has no lines: an empty table that still has its columns
+    cols = keys + ["method", "coefficient", "slope", "intercept", "r2", "slope_lo", "slope_hi", "intercept_lo",
+                   "intercept_hi", "params_min", "params_max", "n_sizes"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def bon_n_for_kl(kl: float) -> float:
