@@ -146,7 +146,7 @@ def rewards_by_prompt(model, tokenizer, prompts: list[str], completions: list[st
             if direct:  # plain float32 GPT-2 (the tiny world): the written-out forward pass
                 for b in range(0, len(idx), batch_size):
                     enc = encode(tokenizer, comps[b : b + batch_size])
-                    ids, am = enc["input_ids"], enc["attention_mask"]
+                    ids = enc["input_ids"]
                     # the position the HF model reads: the last non-pad token
                     last = (torch.arange(ids.shape[1], device=ids.device) * (ids != pad)).argmax(-1)
                     out[idx[b : b + len(ids)]] = gpt2_rewards_with_prefix(model, p_ids, ids, last).float().cpu().numpy()
