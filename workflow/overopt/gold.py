@@ -107,9 +107,8 @@ class CharNGram:
     completion; counts give the same kind of judgement (is this text like the corpus?) from a
     table lookup. Stored as integer arrays in an .npz (loaded with allow_pickle=False).
 
-    An n-gram of codes w_1..w_k is the integer sum w_i << bits*(k-i): its context is key >> bits
-    and its back-off (oldest character dropped) is key & mask, so every table is a sorted array
-    and every lookup one `searchsorted`.
+    An n-gram of codes w_1..w_k is the integer sum w_i << bits*(k-i), so its context is
+    key >> bits, every table is a sorted array and every lookup one `searchsorted`.
     """
 
     def __init__(self, alphabet: str, order: int, tables: dict[str, np.ndarray]):
