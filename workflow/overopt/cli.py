@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from .util import setup_logging
+# Snakemake caps a job's BLAS/OpenMP threads (OMP_NUM_THREADS = the rule's threads) but not the
+# tokenizers library's pool, which otherwise takes every core and slows the jobs beside it.
+if "OMP_NUM_THREADS" in os.environ:
+    os.environ.setdefault("RAYON_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+
+from .util import setup_logging  # noqa: E402
 
 
 def _json(s: str):

@@ -32,6 +32,7 @@ from .util import atomic_dir, autocast, log, write_json
 @torch.no_grad()
 def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64) -> np.ndarray:
     """Mean log-probability per token of each completion given its prompt."""
+    from .data import pad_ids, split_at_prompts
     from .models import _direct_gpt2, gpt2_logprobs_with_prefix
 
     model.eval()
@@ -45,27 +46,14 @@ def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[
     # would be a batch of 2, and made labelling the comparisons 2x slower (measured).
     if (_direct_gpt2(model) and not torch.is_autocast_enabled(model.device.type)
             and len(prompts) >= 16 * len(by_prompt)):
-        # Character tokens split at the prompt boundary; a completion whose joined tokenization
-        # does not is scored on the joined text.
-        rest = []
-        for prompt, idx in by_prompt.items():
-            p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            c_ids = tokenizer([completions[i] for i in idx], add_special_tokens=False)["input_ids"]
-            j_ids = tokenizer([prompt + completions[i] for i in idx], add_special_tokens=False)["input_ids"]
-            ok = [bool(p_ids) and len(c) > 0 and j == p_ids + c for c, j in zip(c_ids, j_ids)]
-            rest += [i for i, good in zip(idx, ok) if not good]
-            idx, c_ids = [i for i, good in zip(idx, ok) if good], [c for c, good in zip(c_ids, ok) if good]
+        groups, rest = split_at_prompts(tokenizer, prompts, completions)
+        for p_ids, idx, c_ids in groups:
             for b in range(0, len(idx), 4 * batch_size):
-                chunk = c_ids[b : b + 4 * batch_size]
-                width = max(len(c) for c in chunk)
-                x = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-                m = torch.zeros((len(chunk), width))
-                for r, cc in enumerate(chunk):
-                    x[r, : len(cc)] = torch.tensor(cc)
-                    m[r, : len(cc)] = 1
+                x, m = pad_ids(c_ids[b : b + 4 * batch_size], tokenizer.pad_token_id)
                 lp = gpt2_logprobs_with_prefix(model, p_ids, x.to(model.device)).cpu()
-                out[idx[b : b + len(chunk)]] = ((lp * m).sum(1) / m.sum(1)).double().numpy()
-        if rest:
+                m = m.to(lp.dtype)
+                out[idx[b : b + len(x)]] = ((lp * m).sum(1) / m.sum(1)).double().numpy()
+        if len(rest):
             out[rest] = completion_logprobs_joined(model, tokenizer, [prompts[i] for i in rest],
                                                    [completions[i] for i in rest], batch_size)
         return out
@@ -75,11 +63,13 @@ def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[
 @torch.no_grad()
 def completion_logprobs_joined(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64) -> np.ndarray:
     """`completion_logprobs` on padded batches of the joined texts: any model, any tokenizer."""
+    from .data import encode_texts
+
     model.eval()
     out = np.zeros(len(prompts))
     for b in range(0, len(prompts), batch_size):
-        ps = tokenizer(prompts[b : b + batch_size], add_special_tokens=False)["input_ids"]
-        cs = tokenizer(completions[b : b + batch_size], add_special_tokens=False)["input_ids"]
+        ps = encode_texts(tokenizer, prompts[b : b + batch_size])
+        cs = encode_texts(tokenizer, completions[b : b + batch_size])
         seqs = [p + c for p, c in zip(ps, cs)]
         width = max(len(s) for s in seqs)
         pad = tokenizer.pad_token_id

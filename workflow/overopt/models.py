@@ -93,8 +93,9 @@ def load_reward(path: str | Path, dtype=torch.float32, pad_token_id: int | None 
 
 
 def encode_corpus(text: str, tokenizer) -> torch.Tensor:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return torch.tensor(ids, dtype=torch.long)
+    from .data import encode_texts
+
+    return torch.tensor(encode_texts(tokenizer, [text])[0], dtype=torch.long)
 
 
 @torch.no_grad()
@@ -349,7 +350,9 @@ def sample_texts(
     """Completions (as text) for each prompt; prompts are bucketed by token length, not padded."""
     g = generator(seed)
     banned = banned_token_ids(tokenizer)
-    enc = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    from .data import decode_ids, encode_texts
+
+    enc = encode_texts(tokenizer, prompts)
     by_len: dict[int, list[int]] = {}
     for i, ids in enumerate(enc):
         by_len.setdefault(len(ids), []).append(i)
@@ -363,7 +366,7 @@ def sample_texts(
             x = torch.tensor([enc[i] for i in chunk], dtype=torch.long, device=g.device)
             with autocast():
                 y = sample(model, x, max_new_tokens, temperature, banned, g)
-            for i, text in zip(chunk, tokenizer.batch_decode(y.cpu(), skip_special_tokens=True)):
+            for i, text in zip(chunk, decode_ids(tokenizer, y.cpu())):
                 result[i] = text
             done += len(chunk)
             prog(done, completions=done)

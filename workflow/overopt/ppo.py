@@ -181,6 +181,7 @@ def run_ppo(
     completion), each through its own tokenizer. A policy whose spec has `lora:` trains an
     adapter only, and its pi_init is the same weights with the adapter disabled (no second copy).
     """
+    from .data import decode_ids, encode_texts
     from .hf import add_lora, read_spec, trainable_parameters
     from .models import banned_token_ids, load_causal, load_tokenizer, sample
 
@@ -209,14 +210,13 @@ def run_ppo(
     rng = np.random.default_rng(cfg.seed)
 
     def encode(prompts):
-        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        return torch.tensor(ids, dtype=torch.long, device=dev)
+        return torch.tensor(encode_texts(tok, prompts), dtype=torch.long, device=dev)
 
     # Rollouts need equal-length prompts (no padding in the sampler). Prompts are grouped by
     # token length; a batch comes from one group, chosen with probability proportional to its
     # size, so every prompt is still drawn uniformly. Corpus windows form a single group.
     groups: dict[int, list[int]] = {}
-    for i, ids in enumerate(tok(list(train_prompts), add_special_tokens=False)["input_ids"]):
+    for i, ids in enumerate(encode_texts(tok, list(train_prompts))):
         groups.setdefault(len(ids), []).append(i)
     groups_idx = [np.array(v) for _, v in sorted(groups.items())]
     group_p = np.array([len(v) for v in groups_idx]) / len(train_prompts)
@@ -229,7 +229,7 @@ def run_ppo(
 
     ev_prompts = [p for p in eval_prompts[: cfg.eval_prompts] for _ in range(cfg.eval_samples)]
     ev_groups: dict[int, list[int]] = {}
-    for i, ids in enumerate(tok(ev_prompts, add_special_tokens=False)["input_ids"]):
+    for i, ids in enumerate(encode_texts(tok, ev_prompts)):
         ev_groups.setdefault(len(ids), []).append(i)
     ev_batches = [(idx, encode([ev_prompts[i] for i in idx])) for _, idx in sorted(ev_groups.items())]
     ev_g = generator(cfg.seed + 1)
@@ -244,7 +244,7 @@ def run_ppo(
                 seq = torch.cat([ev_x, y], 1)
                 kls.append(sampled_kl(masked_logprobs(policy, seq, ev_x.shape[1], banned),
                                       ref_logprobs(seq, ev_x.shape[1])))
-            for i, c in zip(idx, tok.batch_decode(y.cpu(), skip_special_tokens=True)):
+            for i, c in zip(idx, decode_ids(tok, y.cpu())):
                 comps[i] = c
         kl = torch.cat(kls)
         gs = gold_fn(ev_prompts, comps)
@@ -276,7 +276,7 @@ def run_ppo(
                 ref_logp = ref_logprobs(seq, P)
             old_v = value(h.float())  # the value head in float32, as in the updates below
             # ---- reward: proxy score of the whole text at the last token, KL penalty per token
-            texts = tok.batch_decode(y.cpu(), skip_special_tokens=True)
+            texts = decode_ids(tok, y.cpu())
             r_proxy = torch.tensor(reward_fn(prompts, texts), dtype=torch.float32, device=dev)
             tok_rewards = -cfg.kl_penalty * (old_logp - ref_logp)
             tok_rewards[:, -1] += r_proxy

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .data import chosen_rejected, train_subset
+from .data import CharCodec, chosen_rejected, encode_texts, pad_ids, split_at_prompts, train_subset
 from .hf import ADAPTER_BASE, add_lora, read_spec, trainable_parameters
 from .models import _direct_gpt2, count_params, gpt2_rewards_with_prefix, load_reward, load_tokenizer, read_metrics
 from .util import Progress, atomic_dir, autocast, device, log, seed_everything, write_json
@@ -23,6 +23,9 @@ def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
 
 
 def encode(tokenizer, texts: list[str]) -> dict:
+    if CharCodec.of(tokenizer) is not None:  # the tiny world: table lookups, same ids
+        ids, mask = pad_ids(encode_texts(tokenizer, texts), tokenizer.pad_token_id)
+        return {"input_ids": ids.to(device()), "attention_mask": mask.to(device())}
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     return {k: v.to(device()) for k, v in enc.items()}
 
@@ -119,46 +122,30 @@ def rewards_by_prompt(model, tokenizer, prompts: list[str], completions: list[st
     each distinct prompt is run through the model once and its keys/values reused for all of its
     completions (a best-of-n pool holds thousands per prompt: this halves the work at equal
     prompt and completion lengths). A completion whose joined tokenization does not split at the
-    prompt boundary (BPE merges across it: a completion that goes on with the prompt's last word)
-    is scored on the joined text instead, so the numbers never change; the others of its prompt
-    still reuse the prompt's keys/values."""
+    prompt boundary is scored on the joined text (`data.split_at_prompts`)."""
     model.eval()
     out = np.empty(len(prompts), dtype=np.float64)
-    order: dict[str, list[int]] = {}
-    for i, p in enumerate(prompts):
-        order.setdefault(p, []).append(i)
+    groups, rest = split_at_prompts(tokenizer, prompts, completions)
+    if len(rest):
+        out[rest] = rewards(model, tokenizer, [prompts[i] + completions[i] for i in rest])
     direct = _direct_gpt2(model, "GPT2ForSequenceClassification") and not torch.is_autocast_enabled(device().type)
     pad = model.config.pad_token_id
     with torch.inference_mode(), autocast():
-        for prompt, idx in order.items():
-            p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            comps = [completions[i] for i in idx]
-            joined = [prompt + c for c in comps]
-            c_enc = tokenizer(comps, add_special_tokens=False)["input_ids"]
-            j_enc = tokenizer(joined, add_special_tokens=False)["input_ids"]
-            splits = np.array([bool(p_ids) and len(c) > 0 and j == p_ids + c for j, c in zip(j_enc, c_enc)])
-            idx = np.asarray(idx)
-            if (~splits).any():
-                out[idx[~splits]] = rewards(model, tokenizer, [t for t, ok in zip(joined, splits) if not ok])
-            if not splits.any():
-                continue
-            idx, comps = idx[splits], [c for c, ok in zip(comps, splits) if ok]
+        for p_ids, idx, comps in groups:
             if direct:  # plain float32 GPT-2 (the tiny world): the written-out forward pass
                 for b in range(0, len(idx), batch_size):
-                    enc = encode(tokenizer, comps[b : b + batch_size])
-                    ids = enc["input_ids"]
+                    ids = pad_ids(comps[b : b + batch_size], pad)[0].to(device())
                     # the position the HF model reads: the last non-pad token
                     last = (torch.arange(ids.shape[1], device=ids.device) * (ids != pad)).argmax(-1)
                     out[idx[b : b + len(ids)]] = gpt2_rewards_with_prefix(model, p_ids, ids, last).float().cpu().numpy()
                 continue
             prefix = model(input_ids=torch.tensor([p_ids], device=device()), use_cache=True).past_key_values
             for b in range(0, len(idx), batch_size):
-                enc = encode(tokenizer, comps[b : b + batch_size])
-                n = enc["input_ids"].shape[0]
+                ids, mask = pad_ids(comps[b : b + batch_size], pad)
+                n = ids.shape[0]
                 cache = copy.deepcopy(prefix)
                 cache.batch_repeat_interleave(n)
-                ones = torch.ones(n, len(p_ids), dtype=enc["attention_mask"].dtype, device=device())
-                mask = torch.cat([ones, enc["attention_mask"]], 1)
-                logits = model(input_ids=enc["input_ids"], attention_mask=mask, past_key_values=cache).logits
+                mask = torch.cat([torch.ones(n, len(p_ids), dtype=mask.dtype), mask], 1)
+                logits = model(input_ids=ids.to(device()), attention_mask=mask.to(device()), past_key_values=cache).logits
                 out[idx[b : b + n]] = logits[:, 0].float().cpu().numpy()
     return out
