@@ -88,3 +88,42 @@ def test_corpus_split_and_tokenizer_roundtrip():
     prompts = random_prompts(train, 50, 24, np.random.default_rng(0))
     assert all(len(p) == 24 for p in prompts)
     assert prompts == random_prompts(train, 50, 24, np.random.default_rng(0))
+
+
+def _char_tok():
+    return build_char_tokenizer("the quick brown fox, (jumps) over 12 lazy dogs; <a>")
+
+
+def test_char_codec_encodes_and_decodes_exactly_as_the_tokenizer():
+    """Table lookups give the tokenizer's ids on every text, including ones the fast path hands
+    back to the tokenizer (line breaks, special-token strings) and characters outside the vocabulary."""
+    from overopt.data import CharCodec, decode_ids, encode_texts
+
+    tok = _char_tok()
+    assert CharCodec.of(tok) is not None
+    rng = np.random.default_rng(0)
+    alphabet = list("the qk,()<>a12") + ["\n", "\r", "\u00e9", "\u20ac", "Z", "<pad>", "<unk>", "<bos>", "<eos>"]
+    texts = ["".join(rng.choice(alphabet, size=rng.integers(0, 15))) for _ in range(2000)] + ["", "\n\n"]
+    assert encode_texts(tok, texts) == tok(texts, add_special_tokens=False)["input_ids"]
+    for low in (0, 4):  # with special ids (inner and trailing) and without
+        ids = torch.randint(low, len(tok), (500, 9), generator=torch.Generator().manual_seed(low))
+        assert decode_ids(tok, ids) == tok.batch_decode(ids, skip_special_tokens=True)
+
+
+def test_split_at_prompts_keeps_what_follows_each_prompt_in_the_joined_tokens():
+    from overopt.data import encode_texts, split_at_prompts
+
+    tok = _char_tok()
+    prompts = ["the fox", "the fox", "dogs", "dogs", ""]
+    comps = [" jumps", "", "; (a)", " over", "lazy"]
+    groups, rest = split_at_prompts(tok, prompts, comps)
+    # an empty completion adds no token and an empty prompt has none to reuse: both on the joined text
+    assert sorted(rest.tolist()) == [1, 4]
+    seen = {}
+    for p_ids, idx, c_ids in groups:
+        for i, c in zip(idx, c_ids):
+            seen[int(i)] = (p_ids, c)
+    assert sorted(seen) == [0, 2, 3]
+    for i, (p_ids, c) in seen.items():
+        assert p_ids + c == encode_texts(tok, [prompts[i] + comps[i]])[0]
+        assert c == encode_texts(tok, [comps[i]])[0]

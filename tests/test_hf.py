@@ -247,7 +247,10 @@ def test_proxy_scores_reuse_the_prompt_cache_only_where_bpe_splits_at_the_prompt
     reused prompt cache, and every number equals scoring the joined texts."""
     from overopt import rm
 
+    from overopt.data import CharCodec
+
     tok, model, _ = _proxy_and_batch(world)
+    assert CharCodec.of(tok) is None  # BPE goes through the tokenizer itself
     prompts = [p for p in ("The value of x is th", "Return an") for _ in range(6)]
     # "th" + "e sum" and "an" + "d the" merge into "the" and "and"; the space-led ones split
     comps = [" sum of all", "e sum", " last one", "d the", " first", " object"] * 2
