@@ -17,7 +17,8 @@ def _jobs(out):
         wc = re.search(r"^    wildcards: (.*)$", body, re.M)
         res = re.search(r"^    resources: (.*)$", body, re.M)
         parse = lambda s: dict(kv.split("=", 1) for kv in s.split(", ")) if s else {}  # noqa: E731
-        jobs.append((m[1], parse(wc[1] if wc else ""), parse(res[1] if res else "")))
+        pri = re.search(r"^    priority: (\d+)$", body, re.M)
+        jobs.append((m[1], parse(wc[1] if wc else ""), {**parse(res[1] if res else ""), "priority": int(pri[1]) if pri else 0}))
     return jobs
 
 
@@ -59,3 +60,16 @@ def test_resources_double_per_attempt(dry_runs):
         mem2, rt2, gpu2 = _res(dry_runs[2], rule, **wc)
         assert (mem2, gpu2) == (2 * mem1, gpu1), rule
         assert 2 * rt1 <= rt2 <= 2 * rt1 + 1, rule
+
+
+def test_scheduling_runs_the_gold_reference_then_the_ppo_chain_first(dry_runs):
+    """Priorities (common.smk, Scheduling): the gold's reference LM before the policies' bases
+    before the proxies' bases; a PPO cell's proxy and scores before another cell's."""
+    jobs = dry_runs[1]
+    pri = lambda rule, **wc: [r["priority"] for n, w, r in jobs  # noqa: E731
+                              if n == rule and all(w.get(k) == v for k, v in wc.items())]
+    assert pri("pretrain", model="g") == [3] and pri("pretrain", model="p") == [2] and pri("pretrain", model="r1") == [1]
+    for rule in ("train_rm", "score_proxy"):
+        assert set(pri(rule, policy="p", data="128")) == {2}  # rl.data_sizes: [128], rl.policies: [p]
+        assert set(pri(rule, policy="p", data="64")) == {1} and set(pri(rule, policy="p2")) == {1}
+    assert set(pri("ppo")) == {2} and pri("gold") == [3]

@@ -20,7 +20,8 @@ rule pool:
         f"{OUT}/logs/pool/{{policy}}.log",
     benchmark:
         f"{OUT}/benchmarks/pool/{{policy}}.tsv"
-    threads: 2
+    threads: 1
+    priority: 2
     resources:
         mem_mb=mem("policy", base=4000),
         runtime=runtime("policy", base=60),
@@ -42,7 +43,8 @@ rule score_gold:
         f"{OUT}/logs/score_gold/{{policy}}.log",
     benchmark:
         f"{OUT}/benchmarks/score_gold/{{policy}}.tsv"
-    threads: 2
+    threads: 1
+    priority: 3
     resources:
         mem_mb=mem("gold", base=4000),
         runtime=runtime("gold", base=60),
@@ -64,6 +66,7 @@ rule score_proxy:
     benchmark:
         f"{OUT}/benchmarks/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv"
     threads: 1
+    priority: rl_chain_priority
     resources:
         mem_mb=mem("rm", base=4000),
         runtime=runtime("rm", base=60),

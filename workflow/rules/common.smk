@@ -1,5 +1,5 @@
 # Validated config, wildcard constraints and target helpers. The only place config is read.
-from overopt.config import ConfigError, canonical, grid_cells, model_params, rl_cells, tiny_params, validate
+from overopt.config import ConfigError, canonical, grid_cells, model_params, rl_cells, validate
 from overopt.config import rl_runs as rl_run_cells
 
 try:
@@ -54,9 +54,22 @@ def prompt_flag(wildcards, input):
     return f"--prompt-file {input.prompts}" if input.prompts else ""
 
 
-def pretrain_threads(name):
-    """Larger bases sit on the critical path (the gold's reference above all): give them 2 threads."""
-    return 2 if tiny_params(MODELS[name]["tiny"]) > 500_000 else 1
+# Scheduling. Snakemake starts the ready job of highest priority. Every job waits on the gold's
+# reference LM and the policies' bases; PPO runs are the longest jobs and wait on their proxies'
+# training and pool scores, so that chain goes next; the other cells fill the gaps. Every tiny
+# job takes one thread: at these sizes two processes on two cores do more work than one process
+# on both (a 2-thread job also idles the second core while it waits to start).
+GOLD_REF = CFG["gold"].get("tiny", {}).get("reference")
+RL_CELLS = {(p, r, d) for p, r, d in rl_cells(CFG)}
+
+
+def pretrain_priority(wildcards):
+    return 3 if wildcards.model == GOLD_REF else 2 if wildcards.model in CFG["policies"] else 1
+
+
+def rl_chain_priority(wildcards):
+    """Higher for the cells PPO runs on (their proxies and scores are PPO's inputs)."""
+    return 2 if (wildcards.policy, wildcards.rm, int(wildcards.data)) in RL_CELLS else 1
 
 
 def gpus(*names):

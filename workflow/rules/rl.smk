@@ -25,6 +25,7 @@ rule ppo:
     benchmark:
         f"{OUT}/benchmarks/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.tsv"
     threads: 1
+    priority: 2
     resources:
         mem_mb=mem("policy", "policy", "rm", "gold", base=4000),
         runtime=runtime("policy", base=120),

@@ -17,6 +17,7 @@ rule train_rm:
     benchmark:
         f"{OUT}/benchmarks/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv"
     threads: 1
+    priority: rl_chain_priority
     resources:
         mem_mb=mem("rm", base=3000),
         runtime=runtime("rm", base=30),

@@ -30,7 +30,8 @@ rule pretrain:
         f"{OUT}/logs/pretrain/{{model}}.log",
     benchmark:
         f"{OUT}/benchmarks/pretrain/{{model}}.tsv"
-    threads: lambda w: pretrain_threads(w.model)
+    threads: 1
+    priority: pretrain_priority
     resources:
         mem_mb=mem("model", base=2000),
         runtime=runtime("model", base=30),
@@ -58,6 +59,7 @@ rule gold:
     log:
         f"{OUT}/logs/gold.log",
     threads: 1
+    priority: 3
     resources:
         mem_mb=mem("gold", base=2000),
         runtime=runtime("gold", base=10),
@@ -89,7 +91,8 @@ rule comparisons:
         f"{OUT}/logs/comparisons/{{policy}}.log",
     benchmark:
         f"{OUT}/benchmarks/comparisons/{{policy}}.tsv"
-    threads: 2
+    threads: 1
+    priority: 3
     resources:
         mem_mb=mem("policy", "gold", base=4000),
         runtime=runtime("policy", "gold", base=30),
