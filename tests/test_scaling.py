@@ -81,3 +81,12 @@ def test_scaling_table_of_a_single_rm_size_is_empty_with_its_columns():
     one = fits[fits["rm_params"] == fits["rm_params"].min()]
     t = scaling_table(one, "bon", B=10)
     assert t.empty and {"method", "coefficient", "slope", "n_sizes"} <= set(t.columns)
+
+
+def test_an_rl_peak_too_far_to_square_is_inf_not_an_error():
+    """exp(alpha/beta - 1) for beta near 0 is finite but its square is not (the default run's
+    RL forecast crashed on one such bootstrap line): KL at the peak comes out inf."""
+    rows = [{"policy": "p", "rm_params": p, "data": 1000, "seed": 0, "alpha": 0.2, "beta": b}
+            for p, b in ((1e4, 0.02), (1e5, 0.0102), (1e6, 0.0004))]
+    pred = predict_peak(pd.DataFrame(rows), "rl", 1e6, 1000, B=50)
+    assert pred["d_peak"] > 1e160 and np.isinf(pred["kl_peak"])

@@ -93,8 +93,9 @@ def predict_peak(fits: pd.DataFrame, method: str, rm_params: float, data: int, p
     alpha, beta = la["slope"] * x + la["intercept"], lb["slope"] * x + lb["intercept"]
 
     def summary(a, b):
-        p = peak(form, a, b)
-        kl = p["d_peak"] ** 2
+        with np.errstate(over="ignore"):
+            p = peak(form, a, b)
+            kl = float(np.square(p["d_peak"]))  # a far RL peak (exp(alpha/beta - 1)) squares to inf, not an error
         out = {"alpha": a, "beta": b, "d_peak": p["d_peak"], "kl_peak": kl, "gold_peak": p["gold_peak"]}
         if form == "bon":
             out["n_peak"] = bon_n_for_kl(kl) if np.isfinite(kl) and kl < 700 else float("nan")
