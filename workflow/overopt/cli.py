@@ -305,6 +305,7 @@ def add_hf_parsers(sub):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="overopt")
     sub = p.add_subparsers(dest="step", required=True)
 
@@ -416,10 +417,11 @@ def main(argv=None):
         s.add_argument(f"--{k.replace('_', '-')}", required=True)
     s.add_argument("--prompt-chars", type=int, required=True)
     s.add_argument("--completion-tokens", type=int, required=True)
-    from .ppo import PPOConfig
+    if argv[:1] == ["ppo"]:  # ppo.py imports torch: 1 s that the aggregation jobs need not pay
+        from .ppo import PPOConfig
 
-    for k, f in PPOConfig.__dataclass_fields__.items():
-        s.add_argument(f"--{k.replace('_', '-')}", type=type(f.default), default=f.default)
+        for k, f in PPOConfig.__dataclass_fields__.items():
+            s.add_argument(f"--{k.replace('_', '-')}", type=type(f.default), default=f.default)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--prompt-file", default=None, help="prompts table from `overopt prompts` (default: corpus)")
