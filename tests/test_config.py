@@ -22,6 +22,7 @@ BAD = {
     "reward model not defined": (lambda c: c.update(reward_models=["r1", "r9"]), "reward_models[1]"),
     "policy not defined": (lambda c: c.update(policies=["nope"]), "policies[0]"),
     "seed not an integer": (lambda c: c.update(seeds=[0, 1.5]), "seeds.1"),
+    "unknown scoring precision": (lambda c: c["bon"].update(score_dtype="fp16"), "bon.score_dtype"),
     "seed a string": (lambda c: c.update(seeds=["zero"]), "seeds.0"),
     "model with two specs": (lambda c: c["models"].update(r1={"tiny": c["models"]["r1"]["tiny"], "hf": "x"}), "models.r1"),
     "gold reference undefined": (lambda c: c["gold"]["tiny"].update(reference="missing"), "gold.tiny.reference"),

@@ -30,3 +30,9 @@ def test_rewards_by_prompt_equal_rewards_on_joined_texts(path, monkeypatch):
     got = rewards_by_prompt(model, tok, prompts, comps, batch_size=4)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.ptp(want) > 0  # the test would notice a constant
+    # bf16 (`bon.score_dtype`): the body in bf16, the head in float32: close to float32 but
+    # not equal to it (the bf16 path really ran), and the model itself left in float32
+    low = rewards_by_prompt(model, tok, prompts, comps, batch_size=4, dtype=torch.bfloat16)
+    err = np.abs(low - want)
+    assert err.max() > 0 and err.max() < 0.05 * np.ptp(want)
+    assert all(p.dtype == torch.float32 for p in model.parameters())

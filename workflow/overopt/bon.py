@@ -118,9 +118,10 @@ def score_gold(pool: str, gold_dir: str, out: str, threads: int) -> None:
         res.to_parquet(tmp, index=False)
 
 
-def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int) -> None:
+def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int, dtype: str = "float32") -> None:
     """Proxy on every pool sample, re-centred so the pool (pi_init) mean is 0, beside gold."""
     import pandas as pd
+    import torch
 
     from .models import load_reward, load_tokenizer
     from .rm import rewards_by_prompt
@@ -130,7 +131,7 @@ def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int
     df = pd.read_parquet(pool)
     tok = load_tokenizer(rm_dir)
     model = load_reward(rm_dir, pad_token_id=tok.pad_token_id)
-    r = rewards_by_prompt(model, tok, df["prompt"].tolist(), df["completion"].tolist())
+    r = rewards_by_prompt(model, tok, df["prompt"].tolist(), df["completion"].tolist(), dtype=getattr(torch, dtype))
     gold = pd.read_parquet(gold_scores)
     res = df[["prompt_id", "sample_id"]].assign(proxy=r - r.mean()).merge(gold[["prompt_id", "sample_id", "gold"]])
     write_scores(res, out, proxy_offset=float(r.mean()))

@@ -82,7 +82,7 @@ def cmd_score_gold(a):
 def cmd_score_proxy(a):
     from .bon import score_proxy
 
-    score_proxy(a.pool, a.gold_scores, a.rm, a.out, a.threads)
+    score_proxy(a.pool, a.gold_scores, a.rm, a.out, a.threads, a.dtype)
 
 
 def cmd_bon_curve(a):
@@ -391,6 +391,7 @@ def main(argv=None):
     s.add_argument("--gold-scores", required=True)
     s.add_argument("--rm", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_score_proxy)
 

@@ -178,6 +178,10 @@ def banned_token_ids(tokenizer) -> list[int]:
     return sorted({i for i in tokenizer.all_special_ids if i is not None})
 
 
+# Scoring many completions of one prompt runs the prompt once and reuses its keys/values
+# (`gpt2_hidden_with_prefix`) when each prompt has at least this many completions on average.
+PROMPT_REUSE_MIN = 8
+
 # GPT-2 settings the direct decoder below implements; any other model, or a GPT-2 with other
 # attention variants, goes through the generic `model(..., past_key_values=...)` loop.
 _GELU = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu": "none"}
@@ -279,11 +283,13 @@ def gpt2_hidden_with_prefix(model, prompt_ids: list[int], ids: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def gpt2_rewards_with_prefix(model, prompt_ids: list[int], ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+def gpt2_rewards_with_prefix(model, prompt_ids: list[int], ids: torch.Tensor, last: torch.Tensor, body=None) -> torch.Tensor:
     """A GPT-2 reward model's (`GPT2ForSequenceClassification`) scores on prompt + each row of
-    `ids`, read at position `last` of each row, as the HF model reads its last non-pad token."""
-    _, h = gpt2_hidden_with_prefix(model, prompt_ids, ids)
-    return (h[torch.arange(len(ids), device=ids.device), last] @ model.score.weight.T)[:, 0]
+    `ids`, read at position `last` of each row, as the HF model reads its last non-pad token.
+    `body`: the same model in another dtype to run the transformer in; the head stays `model`'s."""
+    _, h = gpt2_hidden_with_prefix(model if body is None else body, prompt_ids, ids)
+    h = h[torch.arange(len(ids), device=ids.device), last].to(model.score.weight.dtype)
+    return (h @ model.score.weight.T)[:, 0]
 
 
 @torch.no_grad()

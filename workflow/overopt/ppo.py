@@ -145,11 +145,11 @@ def load_checkpoint(ckpt: Path, policy, value, opt, g, rng):
 def proxy_reward_fn(rm_dir: str, offset: float):
     """Reward = the frozen proxy's score of prompt + completion, re-centred on pi_init."""
     from .models import load_reward, load_tokenizer
-    from .rm import rewards
+    from .rm import score_texts
 
     tok = load_tokenizer(rm_dir)
     model = load_reward(rm_dir, pad_token_id=tok.pad_token_id).eval().requires_grad_(False)
-    return lambda prompts, comps: rewards(model, tok, [p + c for p, c in zip(prompts, comps)]) - offset
+    return lambda prompts, comps: score_texts(model, tok, prompts, comps) - offset
 
 
 def gold_score_fn(gold_dir: str, pool_gold: str):

@@ -61,6 +61,8 @@ rule score_proxy:
         rm=f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}",
     output:
         f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.parquet",
+    params:
+        dtype=CFG["bon"]["score_dtype"],
     log:
         f"{OUT}/logs/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.log",
     benchmark:
@@ -73,7 +75,7 @@ rule score_proxy:
         gpu=lambda w: gpus(w.rm),
     shell:
         "overopt score-proxy --pool {input.pool} --gold-scores {input.gold_scores} --rm {input.rm}"
-        " --out {output} --threads {threads} > {log} 2>&1"
+        " --out {output} --dtype {params.dtype} --threads {threads} > {log} 2>&1"
 
 
 rule bon_curve:
