@@ -92,7 +92,7 @@ rule comparisons:
     benchmark:
         f"{OUT}/benchmarks/comparisons/{{policy}}.tsv"
     threads: 1
-    priority: 3
+    priority: 4  # every proxy waits on its policy's comparisons; pool scoring only on the pool
     resources:
         mem_mb=mem("policy", "gold", base=4000),
         runtime=runtime("policy", "gold", base=30),
