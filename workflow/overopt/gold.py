@@ -37,15 +37,12 @@ def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[
 
     model.eval()
     out = np.zeros(len(prompts))
-    by_prompt: dict[str, list[int]] = {}
-    for i, p in enumerate(prompts):
-        by_prompt.setdefault(p, []).append(i)
     # the tiny world's reference on a best-of-n pool (thousands of completions per prompt) or a
     # PPO evaluation (8 per prompt: 0.24 s against 0.45 s joined, measured): each distinct prompt
     # runs once for all of its completions. For comparison pairs batches of joined texts are
     # faster: one call per prompt would be a batch of 2, and made labelling 2x slower (measured).
     if (_direct_gpt2(model) and not torch.is_autocast_enabled(model.device.type)
-            and len(prompts) >= PROMPT_REUSE_MIN * len(by_prompt)):
+            and len(prompts) >= PROMPT_REUSE_MIN * len(set(prompts))):
         groups, rest = split_at_prompts(tokenizer, prompts, completions)
         for p_ids, idx, c_ids in groups:
             for b in range(0, len(idx), 4 * batch_size):
