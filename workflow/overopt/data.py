@@ -85,12 +85,10 @@ class CharCodec:
         self.unk = vocab[UNK]
         self.specials = [t for t in SPECIALS if t in vocab]
         chars = {t: i for t, i in vocab.items() if len(t) == 1}
-        self.table = np.full(max(map(ord, chars)) + 1, self.unk, dtype=np.int64)
+        self.table = np.full(max(map(ord, chars)) + 1, self.unk, dtype=np.int64)  # code point -> id
+        self.codes = np.zeros(len(vocab), dtype=np.uint32)  # id -> code point; 0 marks a special token
         for c, i in chars.items():
-            self.table[ord(c)] = i
-        self.codes = np.zeros(len(vocab), dtype=np.uint32)  # 0 marks a special token
-        for c, i in chars.items():
-            self.codes[i] = ord(c)
+            self.table[ord(c)], self.codes[i] = i, ord(c)
         self.tokenizer = tokenizer
 
     @staticmethod
@@ -117,10 +115,11 @@ class CharCodec:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         out: list[list[int] | None] = [None] * len(texts)
-        fast = [i for i, t in enumerate(texts) if "\n" not in t and "\r" not in t
-                and not any(s in t for s in self.specials)]
-        if len(fast) < len(texts):
-            slow = sorted(set(range(len(texts))) - set(fast))
+        fast, slow = [], []
+        for i, t in enumerate(texts):
+            tricky = "\n" in t or "\r" in t or any(s in t for s in self.specials)
+            (slow if tricky else fast).append(i)
+        if slow:
             for i, ids in zip(slow, self.tokenizer([texts[i] for i in slow], add_special_tokens=False)["input_ids"]):
                 out[i] = ids
         if fast:

@@ -60,7 +60,7 @@ def prompt_flag(wildcards, input):
 # job takes one thread: at these sizes two processes on two cores do more work than one process
 # on both (a 2-thread job also idles the second core while it waits to start).
 GOLD_REF = CFG["gold"].get("tiny", {}).get("reference")
-RL_CELLS = {(p, r, d) for p, r, d in rl_cells(CFG)}
+RL_CELLS = set(rl_cells(CFG))
 
 
 def pretrain_priority(wildcards):
