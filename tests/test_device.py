@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import hf_world
-from overopt.util import device, generator, write_json
+from overopt import util
+from overopt.util import device, generator, native_bf16, resolve_dtype, write_json
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
@@ -27,6 +28,21 @@ def test_device_honours_the_env_var(monkeypatch):
     assert device() == torch.device("cuda:1")
     monkeypatch.delenv("OVEROPT_DEVICE")
     assert device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_auto_precision_is_bf16_only_on_cpus_with_bf16_units(monkeypatch):
+    """`bon.score_dtype: auto`: emulated bf16 made proxy scoring many times slower on an
+    AVX2-only CPU, so bf16 is chosen only where the flags name bf16 hardware."""
+    monkeypatch.setenv("OVEROPT_DEVICE", "cpu")
+    avx2 = "processor : 0\nflags : fpu sse2 avx avx2 fma\n"
+    assert not native_bf16(avx2)
+    assert native_bf16(avx2.replace("avx2", "avx2 avx512f avx512_bf16"))
+    assert native_bf16(avx2.replace("fma", "fma amx_tile amx_bf16"))
+    assert not native_bf16(avx2.replace("avx2", "avx512_bf16x"))  # whole flags only
+    for has, want in ((False, torch.float32), (True, torch.bfloat16)):
+        monkeypatch.setattr(util, "native_bf16", lambda has=has: has)
+        assert resolve_dtype("auto") == want
+        assert resolve_dtype("float32") == torch.float32 and resolve_dtype("bfloat16") == torch.bfloat16
 
 
 def test_cpu_generator_draws_what_a_plain_seeded_generator_draws(monkeypatch):

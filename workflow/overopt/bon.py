@@ -118,20 +118,21 @@ def score_gold(pool: str, gold_dir: str, out: str, threads: int) -> None:
         res.to_parquet(tmp, index=False)
 
 
-def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int, dtype: str = "float32") -> None:
+def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int, dtype: str = "auto") -> None:
     """Proxy on every pool sample, re-centred so the pool (pi_init) mean is 0, beside gold."""
     import pandas as pd
-    import torch
 
     from .models import load_reward, load_tokenizer
     from .rm import rewards_by_prompt
-    from .util import seed_everything
+    from .util import log, resolve_dtype, seed_everything
 
     seed_everything(0, threads)
     df = pd.read_parquet(pool)
     tok = load_tokenizer(rm_dir)
     model = load_reward(rm_dir, pad_token_id=tok.pad_token_id)
-    r = rewards_by_prompt(model, tok, df["prompt"].tolist(), df["completion"].tolist(), dtype=getattr(torch, dtype))
+    dt = resolve_dtype(dtype)
+    log.info("proxy scoring precision: %s (asked: %s)", dt, dtype)
+    r = rewards_by_prompt(model, tok, df["prompt"].tolist(), df["completion"].tolist(), dtype=dt)
     gold = pd.read_parquet(gold_scores)
     res = df[["prompt_id", "sample_id"]].assign(proxy=r - r.mean()).merge(gold[["prompt_id", "sample_id", "gold"]])
     write_scores(res, out, proxy_offset=float(r.mean()))

@@ -391,7 +391,7 @@ def main(argv=None):
     s.add_argument("--gold-scores", required=True)
     s.add_argument("--rm", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    s.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_score_proxy)
 
