@@ -39,6 +39,7 @@ def test_auto_precision_is_bf16_only_on_cpus_with_bf16_units(monkeypatch):
     assert native_bf16(avx2.replace("avx2", "avx2 avx512f avx512_bf16"))
     assert native_bf16(avx2.replace("fma", "fma amx_tile amx_bf16"))
     assert not native_bf16(avx2.replace("avx2", "avx512_bf16x"))  # whole flags only
+    assert native_bf16("processor : 0\nFeatures : fp asimd sve bf16 i8mm\n")  # aarch64
     for has, want in ((False, torch.float32), (True, torch.bfloat16)):
         monkeypatch.setattr(util, "native_bf16", lambda has=has: has)
         assert resolve_dtype("auto") == want
