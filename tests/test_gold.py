@@ -30,6 +30,16 @@ def test_tiny_gold_combines_standardised_terms_with_caps():
     assert g.score([""], ["-.-.-.-."])[0] > g.score([""], ["--------"])[0]
 
 
+def test_count_over_turns_the_cap_into_a_tent():
+    spec = {"terms": {"count": 1.0}, "reward_chars": ".", "count_cap": 4, "count_over": 0.5,
+            "fluency_cap": None, "stats": {"count": [0.0, 1.0]}}
+    s = _gold(spec).score([""] * 7, ["." * c + "a" * (8 - c) for c in range(7)])
+    # up to the cap each symbol adds 1; past it each takes back 0.5
+    assert list(s) == pytest.approx([0, 1, 2, 3, 4, 3.5, 3])
+    flat = _gold({**spec, "count_over": 0.0}).score([""] * 7, ["." * c for c in range(7)])
+    assert list(flat) == pytest.approx([0, 1, 2, 3, 4, 4, 4])
+
+
 def test_char_ngram_is_a_normalised_witten_bell_model(tmp_path):
     from overopt.gold import CharNGram
 

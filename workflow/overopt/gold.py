@@ -228,8 +228,11 @@ class TinyGold:
         total = np.zeros(len(prompts))
         for name, value in self.terms(prompts, completions).items():
             if name == "count" and self.spec.get("count_cap") is not None:
-                # diminishing returns: past the cap, more rewarded characters add nothing
-                value = np.minimum(value, self.spec["count_cap"])
+                # diminishing returns: past the cap, more rewarded characters add nothing, or,
+                # with `count_over` k > 0, each one takes back k times what one below the cap
+                # earned: a tent that only a proxy which learned the cap can stay on the top of
+                cap, over = self.spec["count_cap"], self.spec.get("count_over") or 0.0
+                value = np.minimum(value, cap) - over * np.maximum(value - cap, 0.0)
             mu, sd = self.stats[name]
             z = (value - mu) / sd
             if name == "fluency" and self.spec.get("fluency_cap") is not None:
@@ -322,6 +325,7 @@ def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: st
                 "reward_chars": tiny.get("reward_chars", ""),
                 "fluency_cap": tiny.get("fluency_cap"),
                 "count_cap": tiny.get("count_cap"),
+                "count_over": tiny.get("count_over", 0.0),
                 "fluency_ngram": tiny.get("fluency_ngram"),
                 "stats": {},
             }
