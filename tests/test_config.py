@@ -35,6 +35,9 @@ BAD = {
     "heads do not divide width": (lambda c: c["models"]["r2"]["tiny"].update(n_head=3), "models.r2.tiny"),
     "label noise out of range": (lambda c: c["comparisons"].update(label_noise=0.7), "comparisons.label_noise"),
     "missing section": (lambda c: c.pop("rm_train"), "rm_train"),
+    "RM learning rate for a model not in the grid": (lambda c: c["rm_train"].update(lr_by_model={"p": 0.01}),
+                                                     "rm_train.lr_by_model.p"),
+    "RM learning rate not positive": (lambda c: c["rm_train"].update(lr_by_model={"r1": 0}), "rm_train.lr_by_model.r1"),
     # hf: specs
     "hf option on a tiny model": (lambda c: c["models"]["r1"].update(tokenizer="gpt2"), "models.r1.tokenizer"),
     "quantized proxy": (lambda c: c["models"].update(r1={"hf": "x", "quantize": "4bit"}), "models.r1.quantize"),

@@ -156,3 +156,11 @@ def test_changing_rm_lr_reruns_every_proxy_but_no_upstream(smoke_copy, smoke_con
     per_rm |= per_proxy("r1", 128, rl=False, policy="p2") | per_proxy("r2", 128, rl=False, policy="p2")
     assert got == per_rm | DOWNSTREAM
     assert not any(p.startswith(("results/base", "results/pool", "results/comparisons", "results/gold")) for p in got)
+
+
+def test_one_models_rm_lr_reruns_only_its_proxies(smoke_copy, smoke_config):
+    cfg = copy.deepcopy(smoke_config)
+    cfg["rm_train"]["lr_by_model"] = {"r2": 0.002, "r1": cfg["rm_train"]["lr"]}  # r1: same value, no rerun
+    write_config(smoke_copy, cfg)
+    assert dry_run(smoke_copy) == per_proxy("r2", 64, rl=False) | per_proxy("r2", 128) | per_proxy(
+        "r2", 128, rl=False, policy="p2") | DOWNSTREAM

@@ -165,6 +165,9 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     for i, n in enumerate(config["rl"].get("policies", [])):
         if n not in config["policies"]:
             raise ConfigError(f"config key 'rl.policies[{i}]': {n!r} is not one of policies")
+    for n in config["rm_train"].get("lr_by_model", {}):
+        if n not in config["reward_models"]:
+            raise ConfigError(f"config key 'rm_train.lr_by_model.{n}': {n!r} is not one of reward_models")
     for j, sub in enumerate(config.get("subgrids", [])):
         for axis in AXES:
             for i, v in enumerate(sub.get(axis, [])):

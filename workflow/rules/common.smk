@@ -72,6 +72,11 @@ def rl_chain_priority(wildcards):
     return 2 if (wildcards.policy, wildcards.rm, int(wildcards.data)) in RL_CELLS else 1
 
 
+def rm_lr(name):
+    """The learning rate a proxy on base `name` trains at."""
+    return CFG["rm_train"].get("lr_by_model", {}).get(name, CFG["rm_train"]["lr"])
+
+
 def gpus(*names):
     """Jobs on real-scale models ask for one GPU; the tiny world runs on CPU."""
     return 0 if all(is_tiny(n) for n in names) else 1

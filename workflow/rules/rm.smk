@@ -11,7 +11,7 @@ rule train_rm:
         base=lambda w: base_path(w.rm),
         epochs=CFG["rm_train"]["epochs"],
         batch_size=CFG["rm_train"]["batch_size"],
-        lr=CFG["rm_train"]["lr"],
+        lr=lambda w: rm_lr(w.rm),
     log:
         f"{OUT}/logs/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.log",
     benchmark:
