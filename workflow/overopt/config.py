@@ -174,6 +174,8 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
                 if v not in config[axis]:
                     raise ConfigError(f"config key 'subgrids[{j}].{axis}[{i}]': {v!r} is not one of {axis}")
     gold = config["gold"]
+    if "tiny" in gold and gold["tiny"].get("count_over") and gold["tiny"].get("count_cap") is None:
+        raise ConfigError("config key 'gold.tiny.count_over': needs gold.tiny.count_cap, the count past which it applies")
     if "tiny" in gold and "fluency" in gold["tiny"]["terms"]:
         if ("reference" in gold["tiny"]) == ("fluency_ngram" in gold["tiny"]):
             raise ConfigError("config key 'gold.tiny': the fluency term needs exactly one of 'reference' "
