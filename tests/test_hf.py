@@ -71,11 +71,12 @@ def test_hf_smoke_pipeline(smoke_config, world, tmp_path):
     # reloaded from its directory (base + adapter + head), the LoRA proxy scores as it did when trained
     import json
 
-    from overopt.models import load_reward, load_tokenizer
-    from overopt.rm import evaluate
+    from overopt.rm import evaluate, load_proxy
 
-    tok = load_tokenizer(lora_dir)
-    val = evaluate(load_reward(lora_dir, pad_token_id=tok.pad_token_id), tok, pairs[pairs["split"] == "val"])
+    # (with the smoke config's base-likelihood readout: the frozen base comes back from the spec it recorded)
+    model, tok, ref, weight = load_proxy(lora_dir)
+    assert ref is not None and (lora_dir / "reference.json").exists() and (full_dir / "reference.json").exists()
+    val = evaluate(model, tok, pairs[pairs["split"] == "val"], ref, weight)
     metrics = json.loads((lora_dir / "metrics.json").read_text())
     assert val["val_loss"] == pytest.approx(metrics["val_loss"], abs=1e-6) and metrics["lora"]
     assert metrics["trainable_params"] < 0.2 * metrics["params"]

@@ -36,3 +36,81 @@ def test_rewards_by_prompt_equal_rewards_on_joined_texts(path, monkeypatch):
     err = np.abs(low - want)
     assert err.max() > 0 and err.max() < 0.05 * np.ptp(want)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_logistic_scale_is_the_one_feature_bradley_terry_optimum():
+    from scipy.optimize import minimize_scalar
+
+    from overopt.rm import logistic_scale
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.3, 1.0, 500)  # feature differences, chosen minus rejected, mostly positive
+    brute = minimize_scalar(lambda c: np.logaddexp(0, -c * x).sum(), bounds=(-20, 20), method="bounded").x
+    assert logistic_scale(x) == pytest.approx(brute, abs=1e-4)
+    assert logistic_scale(-x) == pytest.approx(-brute, abs=1e-4)
+
+
+def _tiny_base(tmp_path, seed):
+    from transformers import GPT2LMHeadModel
+
+    tok = build_char_tokenizer(corpus_split()[0])
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+                     pad_token_id=tok.pad_token_id)
+    base = tmp_path / "base"
+    GPT2LMHeadModel(cfg).save_pretrained(str(base))
+    tok.save_pretrained(str(base))
+    return base, tok
+
+
+def test_base_loglik_readout_learns_what_the_frozen_base_knows(tmp_path):
+    """Labels that only the base's own likelihood explains: the readout learns them, the
+    last-token head alone does not; a saved proxy scores head + c x loglik with no base around."""
+    import pandas as pd
+
+    from overopt.bon import score_proxy
+    from overopt.gold import completion_logprobs
+    from overopt.models import load_causal
+    from overopt.rm import load_proxy, rewards, train_rm
+
+    base, tok = _tiny_base(tmp_path, seed=0)
+    lm = load_causal(base)
+    text = corpus_split()[0]
+    rng = np.random.default_rng(0)
+    n = 480
+    starts = rng.integers(0, len(text) - 40, (n, 3))
+    prompts = [text[s : s + 12] for s in starts[:, 0]]
+    comp_a = [text[s : s + 12] for s in starts[:, 1]]
+    comp_b = [text[s : s + 12] for s in starts[:, 2]]
+    ll_a = completion_logprobs(lm, tok, prompts, comp_a)
+    ll_b = completion_logprobs(lm, tok, prompts, comp_b)
+    label = np.where(ll_a > ll_b, 1, 0)
+    df = pd.DataFrame({"pair_id": range(n), "split": ["train"] * 400 + ["val"] * 80, "prompt": prompts,
+                       "completion_a": comp_a, "completion_b": comp_b, "gold_a": ll_a, "gold_b": ll_b,
+                       "gold_label": label, "label": label})
+    df.to_parquet(tmp_path / "cmp.parquet")
+    kw = dict(comparisons=str(tmp_path / "cmp.parquet"), data_size=400, seed=0, epochs=1, batch_size=16, lr=1e-3, threads=1)
+    plain = train_rm(str(base), out=str(tmp_path / "plain"), **kw)
+    read = train_rm(str(base), out=str(tmp_path / "read"), base_loglik=True, **kw)
+    assert read["base_loglik_weight"] > 0
+    print("val_acc readout %.3f, head alone %.3f" % (read["val_acc"], plain["val_acc"]))
+    assert read["val_acc"] > 0.95 and plain["val_acc"] < 0.8
+    assert not (tmp_path / "plain" / "readout.json").exists()
+
+    # the proxy stands alone: its frozen base is copied into it, the original can go
+    import shutil
+
+    shutil.rmtree(base)
+    model, tok2, ref, w = load_proxy(tmp_path / "read")
+    assert ref is not None and w == read["base_loglik_weight"]
+    # best-of-n scoring adds the readout: a pool of 2 prompts x 4 completions, against head + w x loglik
+    pool = pd.DataFrame({"prompt_id": np.repeat([0, 1], 4), "sample_id": np.tile(range(4), 2),
+                         "prompt": [prompts[0]] * 4 + [prompts[1]] * 4, "completion": comp_a[:8]})
+    pool.to_parquet(tmp_path / "pool.parquet")
+    pool[["prompt_id", "sample_id"]].assign(gold=0.0).to_parquet(tmp_path / "gold.parquet")
+    score_proxy(str(tmp_path / "pool.parquet"), str(tmp_path / "gold.parquet"), str(tmp_path / "read"),
+                str(tmp_path / "scores.parquet"), threads=1, dtype="float32")
+    want_prompts = [prompts[0]] * 4 + [prompts[1]] * 4
+    want = rewards(model, tok, [p + c for p, c in zip(want_prompts, comp_a[:8])]) + w * completion_logprobs(ref, tok, want_prompts, comp_a[:8])
+    got = pd.read_parquet(tmp_path / "scores.parquet").sort_values(["prompt_id", "sample_id"])["proxy"].to_numpy()
+    np.testing.assert_allclose(got, want - want.mean(), atol=1e-5)

@@ -57,7 +57,7 @@ def cmd_comparisons(a):
 def cmd_train_rm(a):
     from .rm import train_rm
 
-    train_rm(a.base, a.comparisons, a.out, a.data_size, a.seed, a.epochs, a.batch_size, a.lr, a.threads)
+    train_rm(a.base, a.comparisons, a.out, a.data_size, a.seed, a.epochs, a.batch_size, a.lr, a.threads, a.base_loglik)
 
 
 def cmd_rm_table(a):
@@ -359,6 +359,7 @@ def main(argv=None):
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--lr", type=float, required=True)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--base-loglik", action="store_true", help="add the frozen base's log-likelihood readout")
     s.set_defaults(fn=cmd_train_rm)
 
     s = sub.add_parser("rm-table", help="collect every proxy's metrics.json into one table")

@@ -72,16 +72,18 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
         flops["pool"] += pool_samples * seq * 2 * P[p]
         flops["score_gold"] += pool_samples * seq * 2 * Pg
     tr = cfg["rm_train"]
+    reads = 2 if tr.get("base_loglik") else 1  # the base-likelihood readout: one more forward pass per scored text
     scored = set(cells if bon else []) | set(rl)
     for p, r, d in cells:
         for _ in seeds:
             jobs["train_rm"] += 1
-            flops["train_rm"] += tr["epochs"] * 2 * d * seq * 6 * P[r] + 2 * cmp["val_pairs"] * seq * 2 * P[r]
+            flops["train_rm"] += tr["epochs"] * 2 * d * seq * 6 * P[r] + (reads - 1) * 2 * d * seq * 2 * P[r]
+            flops["train_rm"] += reads * 2 * cmp["val_pairs"] * seq * 2 * P[r]
             if (p, r, d) in scored:
                 jobs["score_proxy"] += 1
                 # each pool prompt is read once, its keys/values reused for its N completions
                 pool_tokens = cfg["bon"]["prompts"] * prompt_tokens + pool_samples * cfg["world"]["completion_tokens"]
-                flops["score_proxy"] += pool_tokens * 2 * P[r]
+                flops["score_proxy"] += reads * pool_tokens * 2 * P[r]
             if bon:
                 jobs["bon_curve"] += 1
     r_cfg = cfg["rl"]
@@ -92,8 +94,8 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
         for _ in seeds:
             jobs["ppo"] += 1
             # rollout: sample, log-probs under policy and pi_init, proxy score; then training epochs
-            step = batch * seq * (2 * P[p] * 3 + 2 * P[r] + epochs * 6 * P[p])
-            evals = n_eval * ev * seq * (2 * P[p] * 3 + 2 * P[r] + 2 * Pg)
+            step = batch * seq * (2 * P[p] * 3 + reads * 2 * P[r] + epochs * 6 * P[p])
+            evals = n_eval * ev * seq * (2 * P[p] * 3 + reads * 2 * P[r] + 2 * Pg)
             flops["ppo"] += steps * step + evals
     aggregate = ["rm_table"] + (["fit_bon", "fig_bon"] if bon else []) + (["fit_rl", "fig_rl"] if rl else [])
     if len(cfg["reward_models"]) > 1:

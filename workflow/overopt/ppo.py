@@ -144,12 +144,11 @@ def load_checkpoint(ckpt: Path, policy, value, opt, g, rng):
 
 def proxy_reward_fn(rm_dir: str, offset: float):
     """Reward = the frozen proxy's score of prompt + completion, re-centred on pi_init."""
-    from .models import load_reward, load_tokenizer
-    from .rm import score_texts
+    from .rm import load_proxy, loglik_readout, score_texts
 
-    tok = load_tokenizer(rm_dir)
-    model = load_reward(rm_dir, pad_token_id=tok.pad_token_id).eval().requires_grad_(False)
-    return lambda prompts, comps: score_texts(model, tok, prompts, comps) - offset
+    model, tok, lm, weight = load_proxy(rm_dir)
+    return lambda prompts, comps: (score_texts(model, tok, prompts, comps)
+                                   + loglik_readout(lm, weight, tok, prompts, comps) - offset)
 
 
 def gold_score_fn(gold_dir: str, pool_gold: str):

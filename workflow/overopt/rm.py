@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,12 @@ import torch.nn.functional as F
 
 from .data import CharCodec, chosen_rejected, encode_texts, pad_ids, split_at_prompts, train_subset
 from .hf import ADAPTER_BASE, add_lora, read_spec, trainable_parameters
-from .models import PROMPT_REUSE_MIN, _direct_gpt2, count_params, gpt2_rewards_with_prefix, load_reward, load_tokenizer, read_metrics
+from .models import (PROMPT_REUSE_MIN, _direct_gpt2, count_params, gpt2_rewards_with_prefix, load_causal, load_reward,
+                     load_tokenizer, read_metrics)
 from .util import Progress, atomic_dir, autocast, device, log, seed_everything, write_json
+
+READOUT = "readout.json"      # in a proxy's directory: the weight of its base-likelihood feature
+REFERENCE = "reference"       # ... and the frozen base that feature is read from (a copy, or a spec file)
 
 
 def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -39,11 +44,39 @@ def rewards(model, tokenizer, texts: list[str], batch_size: int = 64) -> np.ndar
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def evaluate(model, tokenizer, df: pd.DataFrame) -> dict:
+def pair_logliks(lm, tokenizer, df: pd.DataFrame, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean log-likelihood per token of the chosen and of the rejected completion under `lm`."""
+    from .gold import completion_logprobs
+
+    prompts = df["prompt"].tolist()
+    ll_a = completion_logprobs(lm, tokenizer, prompts, df["completion_a"].tolist(), batch_size=256)
+    ll_b = completion_logprobs(lm, tokenizer, prompts, df["completion_b"].tolist(), batch_size=256)
+    return np.where(label == 1, ll_a, ll_b), np.where(label == 1, ll_b, ll_a)
+
+
+def logistic_scale(x: np.ndarray, iters: int = 50) -> float:
+    """The c maximising sum log sigmoid(c x): the Bradley-Terry weight of one feature alone (Newton)."""
+    c = 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-c * x))
+        grad, hess = np.sum((1 - p) * x), np.sum(p * (1 - p) * x * x)
+        if hess <= 0:
+            break
+        step = grad / hess
+        c += step
+        if abs(step) < 1e-9:
+            break
+    return float(c)
+
+
+def evaluate(model, tokenizer, df: pd.DataFrame, lm=None, weight=None) -> dict:
     """Validation BT loss and accuracy against the (noise-free) gold labels."""
     chosen, rejected = chosen_rejected(df.assign(label=df["gold_label"]))
     rc = torch.tensor(rewards(model, tokenizer, chosen))
     rr = torch.tensor(rewards(model, tokenizer, rejected))
+    if lm is not None:
+        llc, llr = pair_logliks(lm, tokenizer, df, df["gold_label"].to_numpy())
+        rc, rr = rc + weight * torch.tensor(llc), rr + weight * torch.tensor(llr)
     return {"val_loss": bt_loss(rc, rr).item(), "val_acc": float(((rc > rr).float() + 0.5 * (rc == rr).float()).mean())}
 
 
@@ -57,7 +90,16 @@ def train_rm(
     batch_size: int,
     lr: float,
     threads: int,
+    base_loglik: bool = False,
 ) -> dict:
+    """One proxy: the base with a fresh scalar head on its last token, trained with the BT loss.
+
+    `base_loglik` adds a second readout: c times the completion's mean log-likelihood per token
+    under the proxy's own *frozen* base, c learned with the head. Fine-tuning a base into a
+    classifier leaves its language model unused by the head (docs/world.md, session 9: proxies of
+    every size learned the same small weight on fluency); this readout hands the head what the
+    base knows about text, so a larger base (a better LM) makes a better proxy. The feature is
+    constant in training (the base is frozen), so it is computed once per text, before the loop."""
     seed_everything(seed, threads)
     df = pd.read_parquet(comparisons)
     train = train_subset(df, data_size)
@@ -70,6 +112,15 @@ def train_rm(
         model = add_lora(model, spec["lora"], "SEQ_CLS")
     params = trainable_parameters(model)
     chosen, rejected = chosen_rejected(train)
+    lm, weight, llc, llr = None, None, None, None
+    if base_loglik:
+        lm = load_causal(base_dir, frozen=True).eval().requires_grad_(False)
+        llc, llr = (torch.tensor(x, dtype=torch.float32) for x in pair_logliks(lm, tok, train, train["label"].to_numpy()))
+        # warm start: the feature's weight alone, by 1-D logistic regression on the pairs; a scalar
+        # moved by Adam from 0 at lr 1e-3 for 125 steps could not travel further than ~0.1
+        weight = torch.nn.Parameter(torch.tensor(logistic_scale((llc - llr).numpy()), dtype=torch.float32))
+        log.info("base log-likelihood readout: warm-start weight %.3f", weight.item())
+        params = params + [weight]
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = steps_per_epoch * epochs
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -86,7 +137,10 @@ def train_rm(
             enc = encode(tok, [chosen[i] for i in idx] + [rejected[i] for i in idx])
             with autocast():
                 r = model(**enc).logits[:, 0].float()
-            loss = bt_loss(r[: len(idx)], r[len(idx) :])
+            rc, rr = r[: len(idx)], r[len(idx) :]
+            if weight is not None:
+                rc, rr = rc + weight * llc[idx], rr + weight * llr[idx]
+            loss = bt_loss(rc, rr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -94,8 +148,10 @@ def train_rm(
             sched.step()
             step += 1
             prog(step, loss=loss.item())
+    w = None if weight is None else float(weight.detach())
     metrics = {
-        **evaluate(model, tok, val),
+        **evaluate(model, tok, val, lm, w),
+        "base_loglik_weight": w,
         "params": n_params,
         "trainable_params": sum(p.numel() for p in params),
         "lora": bool(spec.get("lora")),
@@ -113,8 +169,37 @@ def train_rm(
         if spec.get("lora"):
             write_json({k: v for k, v in spec.items() if k not in ("lora", "quantize")}, Path(tmp) / ADAPTER_BASE)
         tok.save_pretrained(str(tmp))
+        if lm is not None:
+            write_json({"base_loglik_weight": w}, Path(tmp) / READOUT)
+            if str(base_dir).endswith(".json"):  # an hf spec: its hub id or path, and quantize: for the frozen copy
+                shutil.copyfile(base_dir, Path(tmp) / f"{REFERENCE}.json")
+            else:  # a tiny base: a copy of its few hundred kB, so the proxy directory stands alone
+                shutil.copytree(base_dir, Path(tmp) / REFERENCE)
         write_json(metrics, Path(tmp) / "metrics.json")
     return metrics
+
+
+def load_proxy(rm_dir: str | Path):
+    """A trained proxy as (model, tokenizer, frozen base LM or None, that LM's readout weight)."""
+    import json
+
+    tok = load_tokenizer(rm_dir)
+    model = load_reward(rm_dir, pad_token_id=tok.pad_token_id).eval().requires_grad_(False)
+    readout = Path(rm_dir) / READOUT
+    if not readout.is_file():
+        return model, tok, None, 0.0
+    spec = Path(rm_dir) / f"{REFERENCE}.json"
+    lm = load_causal(spec if spec.is_file() else Path(rm_dir) / REFERENCE, frozen=True).eval().requires_grad_(False)
+    return model, tok, lm, float(json.loads(readout.read_text())["base_loglik_weight"])
+
+
+def loglik_readout(lm, weight: float, tokenizer, prompts: list[str], completions: list[str]) -> np.ndarray | float:
+    """The base-likelihood part of a proxy's score (0 for a proxy without one)."""
+    from .gold import completion_logprobs
+
+    if lm is None:
+        return 0.0
+    return weight * completion_logprobs(lm, tokenizer, prompts, completions, batch_size=256)
 
 
 def score_texts(model, tokenizer, prompts: list[str], completions: list[str]) -> np.ndarray:

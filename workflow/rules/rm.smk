@@ -12,6 +12,7 @@ rule train_rm:
         epochs=CFG["rm_train"]["epochs"],
         batch_size=CFG["rm_train"]["batch_size"],
         lr=lambda w: rm_lr(w.rm),
+        readout="--base-loglik" if CFG["rm_train"]["base_loglik"] else "",
     log:
         f"{OUT}/logs/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.log",
     benchmark:
@@ -25,7 +26,7 @@ rule train_rm:
     shell:
         "overopt train-rm --base {params.base} --comparisons {input.comparisons} --out {output}"
         " --data-size {wildcards.data} --seed {wildcards.seed} --epochs {params.epochs}"
-        " --batch-size {params.batch_size} --lr {params.lr} --threads {threads} > {log} 2>&1"
+        " --batch-size {params.batch_size} --lr {params.lr} {params.readout} --threads {threads} > {log} 2>&1"
 
 
 rule rm_table:
