@@ -1,4 +1,5 @@
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -92,11 +93,11 @@ def _count_e(prompts, comps):
     return np.array([c.count("e") for c in comps], dtype=float)
 
 
-def _run(d, prompts, out, kl_penalty=0.0, steps=30, ckpt="ckpt", stop_after=None):
+def _run(d, prompts, out, kl_penalty=0.0, steps=30, ckpt="ckpt", stop_after=None, inputs=()):
     cfg = PPOConfig(steps=steps, batch_size=32, minibatch_size=16, epochs=2, lr=3e-3, kl_penalty=kl_penalty,
                     eval_every=10, eval_prompts=8, eval_samples=4, checkpoint_every=10, seed=0)
     return run_ppo(str(d / "policy"), _count_e, _count_e, str(d / out), str(d / ckpt), prompts, prompts[:8], 8,
-                   cfg, threads=1, stop_after=stop_after)
+                   cfg, threads=1, stop_after=stop_after, inputs=inputs)
 
 
 def test_ppo_raises_a_toy_reward_and_a_large_kl_penalty_holds_it_near_pi_init(tiny_policy):
@@ -119,3 +120,20 @@ def test_killed_run_resumes_to_the_same_csv(tiny_policy):
     pd.testing.assert_frame_equal(whole, resumed)
     assert pd.read_csv(d / "part.csv").equals(pd.read_csv(d / "whole.csv"))
     assert not (d / "c_part").exists()  # checkpoints are cleaned up after the final write
+
+
+def test_a_checkpoint_of_other_inputs_is_not_resumed(tiny_policy, tmp_path):
+    """A run killed, then its proxy retrained (or a setting changed) before the rerun: the rerun
+    starts over and ends as a fresh run of the new inputs, not as a blend of old and new."""
+    d, prompts = tiny_policy
+    proxy = tmp_path / "proxy.bin"
+    proxy.write_bytes(b"old proxy")
+    with pytest.raises(KeyboardInterrupt):
+        _run(d, prompts, "x.csv", steps=20, ckpt="c_other", stop_after=10, inputs=(proxy,))
+    step10 = json.loads((d / "c_other" / "meta.json").read_text())
+    assert step10["step"] == 10
+    proxy.write_bytes(b"new proxy, retrained")
+    rerun = _run(d, prompts, "x.csv", steps=20, ckpt="c_other", kl_penalty=0.5, inputs=(proxy,))
+    fresh = _run(d, prompts, "fresh.csv", steps=20, ckpt="c_fresh", kl_penalty=0.5, inputs=(proxy,))
+    pd.testing.assert_frame_equal(rerun, fresh)
+    # (the same inputs do resume: test_killed_run_resumes_to_the_same_csv)

@@ -124,7 +124,8 @@ def cmd_ppo(a):
     pool = pd.read_parquet(a.pool, columns=["prompt_id", "prompt"]).drop_duplicates("prompt_id").sort_values("prompt_id")
     cfg = PPOConfig(**{k: getattr(a, k) for k in PPOConfig.__dataclass_fields__})
     run_ppo(a.policy, proxy_reward_fn(a.rm, proxy_offset(a.scores)), gold_score_fn(a.gold, a.pool_gold), a.out,
-            a.checkpoint, train_prompts, pool["prompt"].tolist(), a.completion_tokens, cfg, a.threads, a.stop_after)
+            a.checkpoint, train_prompts, pool["prompt"].tolist(), a.completion_tokens, cfg, a.threads, a.stop_after,
+            inputs=(a.rm, a.scores, a.gold, a.pool_gold))
 
 
 def cmd_fit_rl(a):

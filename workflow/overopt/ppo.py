@@ -104,7 +104,23 @@ def is_lora(model) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_checkpoint(ckpt: Path, step: int, policy, value, opt, g, rng, rows) -> None:
+def inputs_fingerprint(paths, **settings) -> str:
+    """A digest of a run's settings and of its input files' names, sizes and modification times:
+    a checkpoint left by a killed run is resumed only by the same run. Retrain its proxy or change
+    a setting, and the rerun starts over instead of continuing from the old run's state. (Stats,
+    not contents: hashing a real-scale policy's gigabytes on every start would cost minutes.)"""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for p in map(Path, paths):
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.relative_to(p) if p.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def save_checkpoint(ckpt: Path, step: int, policy, value, opt, g, rng, rows, fingerprint: str = "") -> None:
     """Everything needed to continue bit-for-bit; safetensors and weights-only tensors only.
     A LoRA policy saves only what trains (its adapter): the base is the frozen pi_init."""
     from safetensors.torch import save_file, save_model
@@ -118,7 +134,8 @@ def save_checkpoint(ckpt: Path, step: int, policy, value, opt, g, rng, rows) -> 
         save_model(policy, str(tmp / "policy.safetensors"))  # handles the tied embedding/unembedding
     save_file({k: v.cpu() for k, v in value.state_dict().items()}, str(tmp / "value.safetensors"))
     torch.save({"opt": opt.state_dict(), "torch_rng": g.get_state()}, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state, "rows": rows}))
+    (tmp / "meta.json").write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state, "rows": rows,
+                                                   "fingerprint": fingerprint}))
     if ckpt.exists():
         shutil.rmtree(ckpt)
     tmp.rename(ckpt)
@@ -173,12 +190,14 @@ def run_ppo(
     cfg: PPOConfig,
     threads: int = 1,
     stop_after: int | None = None,
+    inputs: tuple = (),
 ) -> pd.DataFrame:
     """PPO on `reward_fn(prompts, completions) -> np.ndarray`, evaluated with `gold_fn` too.
 
     The policy works in its own token ids; the proxy and the gold see text (prompt + decoded
     completion), each through its own tokenizer. A policy whose spec has `lora:` trains an
     adapter only, and its pi_init is the same weights with the adapter disabled (no second copy).
+    `inputs`: the files behind `reward_fn` and `gold_fn`, part of the checkpoint's fingerprint.
     """
     from .data import decode_ids, encode_texts
     from .hf import add_lora, read_spec, trainable_parameters
@@ -254,6 +273,11 @@ def run_ppo(
 
     ckpt = Path(ckpt_dir)
     start, rows = 0, []
+    fingerprint = inputs_fingerprint([policy_dir, *inputs], cfg=asdict(cfg), completion_tokens=completion_tokens,
+                                     train_prompts=list(train_prompts), eval_prompts=list(eval_prompts))
+    if (ckpt / "meta.json").exists() and json.loads((ckpt / "meta.json").read_text()).get("fingerprint") != fingerprint:
+        log.warning("%s: checkpoint of a run with other inputs or settings; starting over", ckpt)
+        shutil.rmtree(ckpt)
     if (ckpt / "meta.json").exists():
         start, rows = load_checkpoint(ckpt, policy, value, opt, g, rng)
         log.info("resuming from checkpoint at step %d", start)
@@ -304,7 +328,7 @@ def run_ppo(
             log.info("step %d sample: %r", step, texts[0])
         prog(step, proxy=float(r_proxy.mean()), kl=rows[-1]["kl"], gold=rows[-1]["gold"])
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save_checkpoint(ckpt, step, policy, value, opt, g, rng, rows)
+            save_checkpoint(ckpt, step, policy, value, opt, g, rng, rows, fingerprint)
             if stop_after is not None and step >= stop_after:
                 raise KeyboardInterrupt(f"stopped after step {step} (test hook)")
     df = pd.DataFrame(rows)
