@@ -56,9 +56,11 @@ def pair_logliks(lm, tokenizer, df: pd.DataFrame, label: np.ndarray) -> tuple[np
 
 def logistic_scale(x: np.ndarray, iters: int = 50) -> float:
     """The c maximising sum log sigmoid(c x): the Bradley-Terry weight of one feature alone (Newton)."""
+    from scipy.special import expit  # no overflow warnings where |c x| is large
+
     c = 0.0
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-c * x))
+        p = expit(c * x)
         grad, hess = np.sum((1 - p) * x), np.sum(p * (1 - p) * x * x)
         if hess <= 0:
             break
