@@ -137,3 +137,18 @@ def test_a_checkpoint_of_other_inputs_is_not_resumed(tiny_policy, tmp_path):
     fresh = _run(d, prompts, "fresh.csv", steps=20, ckpt="c_fresh", kl_penalty=0.5, inputs=(proxy,))
     pd.testing.assert_frame_equal(rerun, fresh)
     # (the same inputs do resume: test_killed_run_resumes_to_the_same_csv)
+
+
+def test_value_lr_zero_means_the_policy_lr_and_a_larger_one_changes_the_run(tiny_policy):
+    d, prompts = tiny_policy
+
+    def run(value_lr, name):
+        cfg = PPOConfig(steps=10, batch_size=32, minibatch_size=16, epochs=2, lr=3e-3, value_lr=value_lr,
+                        eval_every=5, eval_prompts=8, eval_samples=4, checkpoint_every=100, seed=0)
+        return run_ppo(str(d / "policy"), _count_e, _count_e, str(d / f"{name}.csv"), str(d / f"c_{name}"),
+                       prompts, prompts[:8], 8, cfg, threads=1)
+
+    default, same = run(0.0, "v0"), run(3e-3, "v_same")
+    pd.testing.assert_frame_equal(default, same)  # 0 is the policy's lr, exactly
+    faster = run(0.3, "v_fast")  # the value head moves, so do the advantages and the policy
+    assert not np.allclose(faster["kl"].to_numpy()[1:], default["kl"].to_numpy()[1:])

@@ -115,7 +115,7 @@ def rl_rm_dirs():
     return _expand_cells(f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}", rl_cells(CFG))
 
 
-RL_FLAGS = ["steps", "batch_size", "minibatch_size", "epochs", "lr", "eval_every", "eval_prompts",
+RL_FLAGS = ["steps", "batch_size", "minibatch_size", "epochs", "lr", "value_lr", "eval_every", "eval_prompts",
             "eval_samples", "checkpoint_every"]
 
 
