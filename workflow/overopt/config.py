@@ -67,14 +67,28 @@ def model_params(spec: dict) -> int | None:
 AXES = ("policies", "reward_models", "data_sizes")
 
 
-def grid_cells(config: dict) -> list[tuple[str, str, int]]:
-    """Every (policy, reward model, data size) of the study: the union of the sub-grids, or the
-    full cross product when there are none. Sorted, so targets come out in a stable order."""
-    cells = set()
+def cell_seeds(config: dict) -> dict[tuple[str, str, int], list[int]]:
+    """Every (policy, reward model, data size) of the study with its proxy seeds: the union of the
+    sub-grids, or the full cross product when there are none. A sub-grid's own `seeds` replace the
+    top-level list for its cells (the RM-size sweep can take more seeds than the rest); a cell in
+    two sub-grids gets the union. Sorted, so targets come out in a stable order."""
+    cells: dict = {}
     for sub in config.get("subgrids") or [{}]:
         pols, rms, datas = (sub.get(axis, config[axis]) for axis in AXES)
-        cells.update((p, r, int(d)) for p in pols for r in rms for d in datas)
-    return sorted(cells)
+        for cell in ((p, r, int(d)) for p in pols for r in rms for d in datas):
+            cells.setdefault(cell, set()).update(int(s) for s in sub.get("seeds", config["seeds"]))
+    return {c: sorted(cells[c]) for c in sorted(cells)}
+
+
+def grid_cells(config: dict) -> list[tuple[str, str, int]]:
+    """Every (policy, reward model, data size) of the study (`cell_seeds` without the seeds)."""
+    return list(cell_seeds(config))
+
+
+def rl_seeds(config: dict, cell: tuple[str, str, int]) -> list[int]:
+    """The seeds PPO runs on in an RL cell: the cell's proxy seeds, within `rl.seeds` if given."""
+    keep = config["rl"].get("seeds")
+    return [s for s in cell_seeds(config)[cell] if keep is None or s in keep]
 
 
 def rl_cells(config: dict) -> list[tuple[str, str, int]]:
@@ -168,6 +182,10 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     for n in config["rm_train"].get("lr_by_model", {}):
         if n not in config["reward_models"]:
             raise ConfigError(f"config key 'rm_train.lr_by_model.{n}': {n!r} is not one of reward_models")
+    known_seeds = set(config["seeds"]).union(*(sub.get("seeds", []) for sub in config.get("subgrids", [])))
+    for i, s in enumerate(config["rl"].get("seeds", [])):
+        if s not in known_seeds:
+            raise ConfigError(f"config key 'rl.seeds[{i}]': {s} is not a seed of any grid cell")
     for j, sub in enumerate(config.get("subgrids", [])):
         for axis in AXES:
             for i, v in enumerate(sub.get(axis, [])):

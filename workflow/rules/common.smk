@@ -1,5 +1,5 @@
 # Validated config, wildcard constraints and target helpers. The only place config is read.
-from overopt.config import ConfigError, canonical, grid_cells, model_params, rl_cells, validate
+from overopt.config import ConfigError, canonical, cell_seeds, grid_cells, model_params, rl_cells, rl_seeds, validate
 from overopt.config import rl_runs as rl_run_cells
 
 try:
@@ -61,6 +61,7 @@ def prompt_flag(wildcards, input):
 # on both (a 2-thread job also idles the second core while it waits to start).
 GOLD_REF = CFG["gold"].get("tiny", {}).get("reference")
 RL_CELLS = set(rl_cells(CFG))
+CELL_SEEDS = cell_seeds(CFG)
 
 
 def pretrain_priority(wildcards):
@@ -86,11 +87,13 @@ def rm_dirs():
     return grid(f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}")
 
 
-def _expand_cells(pattern, cells, **extra):
-    """`pattern` for every (policy, rm, data) cell x seed (x any extra wildcard lists)."""
+def _expand_cells(pattern, cells, seeds=None, **extra):
+    """`pattern` for every (policy, rm, data) cell x its seeds (x any extra wildcard lists);
+    `seeds(cell)` picks them, by default the cell's proxy seeds."""
     out = []
-    for policy, rm, data in cells:
-        out += expand(pattern, policy=policy, rm=rm, data=data, seed=CFG["seeds"], **extra)
+    for cell in cells:
+        policy, rm, data = cell
+        out += expand(pattern, policy=policy, rm=rm, data=data, seed=(seeds or CELL_SEEDS.get)(cell), **extra)
     return out
 
 
@@ -107,12 +110,14 @@ def comparison_pairs(policy):
 def rl_runs():
     """Every PPO run: the RL cells (rl.policies x rl.data_sizes within the grid) x kl_penalties
     (non-zero ones on rl.penalty_reward_models) x seeds."""
-    return [f"{OUT}/rl/{p}/{r}/n{d}/kl{kl}/s{s}.csv" for p, r, d, kl in rl_run_cells(CFG) for s in CFG["seeds"]]
+    return [f"{OUT}/rl/{p}/{r}/n{d}/kl{kl}/s{s}.csv" for p, r, d, kl in rl_run_cells(CFG)
+            for s in rl_seeds(CFG, (p, r, d))]
 
 
 def rl_rm_dirs():
     """The proxies that PPO runs use."""
-    return _expand_cells(f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}", rl_cells(CFG))
+    return _expand_cells(f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}", rl_cells(CFG),
+                         seeds=lambda cell: rl_seeds(CFG, cell))
 
 
 RL_FLAGS = ["steps", "batch_size", "minibatch_size", "epochs", "lr", "value_lr", "eval_every", "eval_prompts",
