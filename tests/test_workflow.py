@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
 
@@ -52,6 +53,9 @@ def test_smoke_run_writes_every_proxy(smoke_run, smoke_config):
     for p in (smoke_run / "results" / "rm").glob("*/*/n*/s*"):
         m = json.loads((p / "metrics.json").read_text())
         assert {"params", "val_loss", "val_acc", "train_pairs"} <= set(m)
+        row = table[(table["policy"] == p.parents[2].name) & (table["rm"] == p.parents[1].name)
+                    & (table["data"] == int(p.parent.name[1:])) & (table["seed"] == int(p.name[1:]))]
+        assert row["base_loglik_weight"].item() == pytest.approx(m["base_loglik_weight"])  # the smoke proxies have the readout
         assert (p / "model.safetensors").exists()
         assert m["train_pairs"] == int(p.parent.name[1:])
     cmp = pd.read_parquet(smoke_run / "results" / "comparisons" / "p.parquet")

@@ -22,7 +22,9 @@ def rm_table(metrics_paths: list[str], out: str) -> pd.DataFrame:
             raise ValueError(f"{p}: not a results/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}/metrics.json path")
         d = json.loads(Path(p).read_text())
         rows.append({"policy": m["policy"], "rm": m["rm"], "data": int(m["data"]), "seed": int(m["seed"]),
-                     **{k: d[k] for k in ("params", "val_loss", "val_acc", "train_pairs", "seconds")}})
+                     **{k: d[k] for k in ("params", "val_loss", "val_acc", "train_pairs", "seconds")},
+                     # c of the base-likelihood readout; empty for a proxy scored by its head alone
+                     "base_loglik_weight": d.get("base_loglik_weight", float("nan"))})
     df = pd.DataFrame(rows).sort_values(["policy", "params", "data", "seed"]).reset_index(drop=True)
     with atomic_file(out) as tmp:
         df.to_csv(tmp, index=False)
