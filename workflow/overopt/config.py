@@ -85,10 +85,10 @@ def grid_cells(config: dict) -> list[tuple[str, str, int]]:
     return list(cell_seeds(config))
 
 
-def rl_seeds(config: dict, cell: tuple[str, str, int]) -> list[int]:
-    """The seeds PPO runs on in an RL cell: the cell's proxy seeds, within `rl.seeds` if given."""
+def rl_seeds(config: dict, seeds: list[int]) -> list[int]:
+    """The seeds PPO runs on in an RL cell with proxy seeds `seeds`: those within `rl.seeds`, if given."""
     keep = config["rl"].get("seeds")
-    return [s for s in cell_seeds(config)[cell] if keep is None or s in keep]
+    return [s for s in seeds if keep is None or s in keep]
 
 
 def rl_cells(config: dict) -> list[tuple[str, str, int]]:
@@ -182,7 +182,7 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     for n in config["rm_train"].get("lr_by_model", {}):
         if n not in config["reward_models"]:
             raise ConfigError(f"config key 'rm_train.lr_by_model.{n}': {n!r} is not one of reward_models")
-    known_seeds = set(config["seeds"]).union(*(sub.get("seeds", []) for sub in config.get("subgrids", [])))
+    known_seeds = set().union(*cell_seeds(config).values())
     for i, s in enumerate(config["rl"].get("seeds", [])):
         if s not in known_seeds:
             raise ConfigError(f"config key 'rl.seeds[{i}]': {s} is not a seed of any grid cell")

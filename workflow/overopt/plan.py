@@ -1,6 +1,6 @@
 """`overopt plan`: what a config will run, and roughly how many GPU hours, before running it.
 
-Job counts follow the workflow's own grid (`config.grid_cells`, `config.rl_cells`). The cost is a
+Job counts follow the workflow's own grid (`config.cell_seeds`, `config.rl_cells`). The cost is a
 FLOP count turned into time at a stated throughput, not a measurement:
 
 - a forward pass costs 2P FLOPs per token, a training step (forward + backward) 6P per token
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .config import cell_seeds, grid_cells, model_params, rl_cells, rl_runs, rl_seeds
+from .config import cell_seeds, model_params, rl_cells, rl_runs, rl_seeds
 
 CHARS_PER_TOKEN = 4
 UNKNOWN_PARAMS = 1_000_000_000  # a hub id with no `params:` and no local config.json
@@ -38,8 +38,8 @@ def _gold_params(cfg: dict) -> int:
 
 def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
     """Job counts per rule and FLOPs per rule for a validated config."""
-    models = cfg["models"]
-    cells, rl = grid_cells(cfg), rl_cells(cfg)
+    models, seeds_of = cfg["models"], cell_seeds(cfg)
+    cells, rl = list(seeds_of), rl_cells(cfg)
     bon = "bon" in cfg["methods"]
     policies = sorted({p for p, _, _ in cells})
     used = set(policies) | {r for _, r, _ in cells}
@@ -73,9 +73,9 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
         flops["score_gold"] += pool_samples * seq * 2 * Pg
     tr = cfg["rm_train"]
     reads = 2 if tr.get("base_loglik") else 1  # the base-likelihood readout: one more forward pass per scored text
-    for (p, r, d), seeds in cell_seeds(cfg).items():
+    for (p, r, d), seeds in seeds_of.items():
         # a pool is scored by every proxy for best-of-n, else by those PPO runs use (their offset)
-        scored = seeds if bon else rl_seeds(cfg, (p, r, d)) if (p, r, d) in rl else []
+        scored = seeds if bon else rl_seeds(cfg, seeds) if (p, r, d) in rl else []
         for s in seeds:
             jobs["train_rm"] += 1
             flops["train_rm"] += tr["epochs"] * 2 * d * seq * 6 * P[r] + (reads - 1) * 2 * d * seq * 2 * P[r]
@@ -92,7 +92,7 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
     n_eval = steps // r_cfg.get("eval_every", 5) + 1
     ev = r_cfg.get("eval_prompts", 32) * r_cfg.get("eval_samples", 4)
     for p, r, d, _ in rl_runs(cfg):
-        for _ in rl_seeds(cfg, (p, r, d)):
+        for _ in rl_seeds(cfg, seeds_of[(p, r, d)]):
             jobs["ppo"] += 1
             # rollout: sample, log-probs under policy and pi_init, proxy score; then training epochs
             step = batch * seq * (2 * P[p] * 3 + reads * 2 * P[r] + epochs * 6 * P[p])

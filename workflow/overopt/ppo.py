@@ -223,13 +223,14 @@ def run_ppo(
     banned = banned_token_ids(tok)
     dev = device()
     value = ValueHead(policy.config.hidden_size).to(dev)
-    params = trainable_parameters(policy) + list(value.parameters())
+    policy_params, value_params = trainable_parameters(policy), list(value.parameters())
+    params = policy_params + value_params  # both clipped together
     # the value head has its own learning rate: a zero-initialised linear head at the policy's
     # small lr stays near zero, the baseline is then little more than the batch mean, and the
     # noisier advantages spend KL on noise (default study, 357k proxy: gold by d 1.8 without a
     # KL penalty 0.42 at the policy's lr, 0.60 at 3e-3; docs/world.md, session 11)
-    opt = torch.optim.Adam([{"params": trainable_parameters(policy)},
-                            {"params": list(value.parameters()), "lr": cfg.value_lr or cfg.lr}], lr=cfg.lr, eps=1e-5)
+    opt = torch.optim.Adam([{"params": policy_params}, {"params": value_params, "lr": cfg.value_lr or cfg.lr}],
+                           lr=cfg.lr, eps=1e-5)
     g = generator(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 

@@ -93,7 +93,7 @@ def _expand_cells(pattern, cells, seeds=None, **extra):
     out = []
     for cell in cells:
         policy, rm, data = cell
-        out += expand(pattern, policy=policy, rm=rm, data=data, seed=(seeds or CELL_SEEDS.get)(cell), **extra)
+        out += expand(pattern, policy=policy, rm=rm, data=data, seed=seeds(cell) if seeds else CELL_SEEDS[cell], **extra)
     return out
 
 
@@ -111,13 +111,13 @@ def rl_runs():
     """Every PPO run: the RL cells (rl.policies x rl.data_sizes within the grid) x kl_penalties
     (non-zero ones on rl.penalty_reward_models) x seeds."""
     return [f"{OUT}/rl/{p}/{r}/n{d}/kl{kl}/s{s}.csv" for p, r, d, kl in rl_run_cells(CFG)
-            for s in rl_seeds(CFG, (p, r, d))]
+            for s in rl_seeds(CFG, CELL_SEEDS[(p, r, d)])]
 
 
 def rl_rm_dirs():
     """The proxies that PPO runs use."""
     return _expand_cells(f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}", rl_cells(CFG),
-                         seeds=lambda cell: rl_seeds(CFG, cell))
+                         seeds=lambda cell: rl_seeds(CFG, CELL_SEEDS[cell]))
 
 
 RL_FLAGS = ["steps", "batch_size", "minibatch_size", "epochs", "lr", "value_lr", "eval_every", "eval_prompts",
