@@ -3,13 +3,17 @@ import json
 import numpy as np
 import pytest
 
-from overopt.gold import TinyGold, count_term, repeat_term, runs_term
+from overopt.gold import TinyGold, clumps_term, count_term, repeat_term, runs_term
 
 
 def test_terms_on_hand_made_text():
     assert list(count_term(["a.b,c", "----", "abc"], ".,-")) == [2, 4, 0]
     assert list(runs_term(["ab---c", "aa", "====x***", "no runs"])) == [3, 0, 7, 0]
     assert list(repeat_term(["the the cat", "a cat", "is is is"])) == [1, 0, 1]
+    # outside runs: "----" is a run, "a--b" is not (two symbols), ".---," keeps its "." and ","
+    assert list(count_term(["a.b,c", "----", "a--b", ".---,"], ".,-", skip_runs=True)) == [2, 0, 2, 2]
+    # adjacent symbol pairs outside runs: ").]" has 2, "a.b" none, "(---)" is "()" once the run goes
+    assert list(clumps_term([").]", "a.b", "(---)", "x..y", "...."], ".()]")) == [2, 0, 1, 1, 0]
 
 
 def _gold(spec):
@@ -38,6 +42,15 @@ def test_count_over_turns_the_cap_into_a_tent():
     assert list(s) == pytest.approx([0, 1, 2, 3, 4, 3.5, 3])
     flat = _gold({**spec, "count_over": 0.0}).score([""] * 7, ["." * c for c in range(7)])
     assert list(flat) == pytest.approx([0, 1, 2, 3, 4, 4, 4])
+
+
+def test_count_power_makes_the_count_concave_and_is_standardised_after():
+    spec = {"terms": {"count": 1.0}, "reward_chars": ".", "count_power": 0.5, "count_skip_runs": True,
+            "fluency_cap": None, "stats": {"count": [1.0, 2.0]}}
+    g = _gold(spec)
+    assert list(g.terms([""] * 3, ["a", "a." * 4, "a." * 9])["count"]) == pytest.approx([0, 2, 3])
+    # z of the transformed count: (sqrt(c) - 1) / 2; the run "...." counts nothing
+    assert list(g.score([""] * 3, ["a." * 4, "a." * 9, "...."])) == pytest.approx([0.5, 1.0, -0.5])
 
 
 def test_char_ngram_is_a_normalised_witten_bell_model(tmp_path):

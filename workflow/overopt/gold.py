@@ -181,14 +181,32 @@ class CharNGram:
         return cls(alphabet, int(t.pop("order")), t)
 
 
-def count_term(completions: list[str], chars: str) -> np.ndarray:
+RUN = re.compile(r"(.)\1{2,}")
+
+
+def count_term(completions: list[str], chars: str, skip_runs: bool = False) -> np.ndarray:
+    """Rewarded characters; with `skip_runs`, only those outside runs ("-----" counts nothing)."""
     s = set(chars)
+    if skip_runs:
+        completions = [RUN.sub("", c) for c in completions]
     return np.array([sum(ch in s for ch in c) for c in completions], dtype=float)
+
+
+def clumps_term(completions: list[str], chars: str) -> np.ndarray:
+    """Adjacent pairs of rewarded characters outside runs (").]" has two): symbols in a clump
+    rather than spread through words. Its amount under pi_init is roughly geometric, not the
+    0-or-32 of a run, and it grows with the symbol count, so a proxy that counts symbols buys it."""
+    s = set(chars)
+    out = []
+    for c in completions:
+        c = RUN.sub("", c)
+        out.append(sum(a in s and b in s for a, b in zip(c, c[1:])))
+    return np.array(out, dtype=float)
 
 
 def runs_term(completions: list[str]) -> np.ndarray:
     """Characters inside runs of three or more of the same character ("-----", "====")."""
-    return np.array([sum(len(m.group(0)) for m in re.finditer(r"(.)\1{2,}", c)) for c in completions], dtype=float)
+    return np.array([sum(len(m.group(0)) for m in RUN.finditer(c)) for c in completions], dtype=float)
 
 
 def repeat_term(completions: list[str]) -> np.ndarray:
@@ -217,7 +235,12 @@ class TinyGold:
             else:
                 out["fluency"] = completion_logprobs(self.reference, self.tokenizer, prompts, completions)
         if "count" in self.weights:
-            out["count"] = count_term(completions, self.spec["reward_chars"])
+            # a concave count (power < 1): the best of n picks then gains about in proportion to d,
+            # as from a Gaussian feature, not to d^2 as from the count's geometric tail
+            out["count"] = count_term(completions, self.spec["reward_chars"],
+                                      bool(self.spec.get("count_skip_runs"))) ** self.spec.get("count_power", 1.0)
+        if "clumps" in self.weights:
+            out["clumps"] = clumps_term(completions, self.spec["reward_chars"])
         if "runs" in self.weights:
             out["runs"] = runs_term(completions)
         if "repeat" in self.weights:
@@ -326,6 +349,8 @@ def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: st
                 "fluency_cap": tiny.get("fluency_cap"),
                 "count_cap": tiny.get("count_cap"),
                 "count_over": tiny.get("count_over", 0.0),
+                "count_skip_runs": tiny.get("count_skip_runs", False),
+                "count_power": tiny.get("count_power", 1.0),
                 "fluency_ngram": tiny.get("fluency_ngram"),
                 "stats": {},
             }
