@@ -8,7 +8,7 @@ import torch
 
 from overopt.data import build_char_tokenizer, corpus_split
 from overopt.models import banned_token_ids, pretrain, tiny_config
-from overopt.ppo import PPOConfig, clipped_policy_loss, gae, masked_logprobs, run_ppo, sampled_kl
+from overopt.ppo import PPOConfig, clipped_policy_loss, gae, masked_logprobs, rollout_kl, run_ppo, sampled_kl
 
 
 def test_gae_matches_hand_computed_values():
@@ -76,6 +76,25 @@ def test_kl_estimate_equals_exact_enumeration():
         # the expectation of our per-sequence estimator under pi is the exact KL
         assert (probs * sampled_kl(lp, lr)).sum().item() == pytest.approx(kl_exact, abs=1e-5)
     assert kl_exact > 0
+
+
+def test_rollout_kl_equals_exact_enumeration_and_is_never_negative():
+    """The trust-region term: under the rollout policy's own samples its mean is KL(pi_old || pi)."""
+    old, tok = _tiny_lm(seed=3)
+    new, _ = _tiny_lm(seed=4)
+    banned = banned_token_ids(tok)
+    allowed = [i for i in range(len(tok)) if i not in banned]
+    T = 3
+    with torch.no_grad():
+        seqs = torch.tensor([[allowed[0], *ys] for ys in itertools.product(allowed, repeat=T)])
+        lo, ln = masked_logprobs(old, seqs, 1, banned), masked_logprobs(new, seqs, 1, banned)
+        p_old = lo.sum(-1).exp()
+        est = rollout_kl(ln, lo)
+        # sequence-level KL(old || new) by enumeration; the token-level sum has the same expectation
+        exact = (p_old * (lo.sum(-1) - ln.sum(-1))).sum().item()
+        assert (p_old * est).sum().item() == pytest.approx(exact, abs=1e-5)
+        assert exact > 0 and bool((est >= 0).all())
+        assert rollout_kl(lo, lo).abs().max().item() == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +171,18 @@ def test_value_lr_zero_means_the_policy_lr_and_a_larger_one_changes_the_run(tiny
     pd.testing.assert_frame_equal(default, same)  # 0 is the policy's lr, exactly
     faster = run(0.3, "v_fast")  # the value head moves, so do the advantages and the policy
     assert not np.allclose(faster["kl"].to_numpy()[1:], default["kl"].to_numpy()[1:])
+
+
+def test_a_trust_region_slows_each_update(tiny_policy):
+    """With a large trust_kl the policy moves less per update, so the run ends nearer pi_init."""
+    d, prompts = tiny_policy
+
+    def run(trust_kl, name):
+        cfg = PPOConfig(steps=10, batch_size=32, minibatch_size=16, epochs=4, lr=3e-3, trust_kl=trust_kl,
+                        eval_every=10, eval_prompts=8, eval_samples=4, checkpoint_every=100, seed=0)
+        return run_ppo(str(d / "policy"), _count_e, _count_e, str(d / f"{name}.csv"), str(d / f"c_{name}"),
+                       prompts, prompts[:8], 8, cfg, threads=1)
+
+    free, held = run(0.0, "t0"), run(20.0, "t20")
+    assert free["kl"].iloc[-1] > 0.2
+    assert held["kl"].iloc[-1] < 0.5 * free["kl"].iloc[-1]

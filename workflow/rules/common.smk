@@ -120,7 +120,7 @@ def rl_rm_dirs():
                          seeds=lambda cell: rl_seeds(CFG, CELL_SEEDS[cell]))
 
 
-RL_FLAGS = ["steps", "batch_size", "minibatch_size", "epochs", "lr", "value_lr", "eval_every", "eval_prompts",
+RL_FLAGS = ["steps", "batch_size", "minibatch_size", "epochs", "lr", "value_lr", "trust_kl", "eval_every", "eval_prompts",
             "eval_samples", "checkpoint_every"]
 
 
