@@ -158,31 +158,26 @@ def test_a_checkpoint_of_other_inputs_is_not_resumed(tiny_policy, tmp_path):
     # (the same inputs do resume: test_killed_run_resumes_to_the_same_csv)
 
 
+def _short_run(d, prompts, name, **settings):
+    """Ten PPO steps of the toy reward with `settings` on top of a small fixed configuration."""
+    cfg = PPOConfig(**{**dict(steps=10, batch_size=32, minibatch_size=16, epochs=2, lr=3e-3, eval_every=5,
+                              eval_prompts=8, eval_samples=4, checkpoint_every=100, seed=0), **settings})
+    return run_ppo(str(d / "policy"), _count_e, _count_e, str(d / f"{name}.csv"), str(d / f"c_{name}"),
+                   prompts, prompts[:8], 8, cfg, threads=1)
+
+
 def test_value_lr_zero_means_the_policy_lr_and_a_larger_one_changes_the_run(tiny_policy):
     d, prompts = tiny_policy
-
-    def run(value_lr, name):
-        cfg = PPOConfig(steps=10, batch_size=32, minibatch_size=16, epochs=2, lr=3e-3, value_lr=value_lr,
-                        eval_every=5, eval_prompts=8, eval_samples=4, checkpoint_every=100, seed=0)
-        return run_ppo(str(d / "policy"), _count_e, _count_e, str(d / f"{name}.csv"), str(d / f"c_{name}"),
-                       prompts, prompts[:8], 8, cfg, threads=1)
-
-    default, same = run(0.0, "v0"), run(3e-3, "v_same")
+    default, same = _short_run(d, prompts, "v0", value_lr=0.0), _short_run(d, prompts, "v_same", value_lr=3e-3)
     pd.testing.assert_frame_equal(default, same)  # 0 is the policy's lr, exactly
-    faster = run(0.3, "v_fast")  # the value head moves, so do the advantages and the policy
+    faster = _short_run(d, prompts, "v_fast", value_lr=0.3)  # the value head moves, so do the advantages and the policy
     assert not np.allclose(faster["kl"].to_numpy()[1:], default["kl"].to_numpy()[1:])
 
 
 def test_a_trust_region_slows_each_update(tiny_policy):
     """With a large trust_kl the policy moves less per update, so the run ends nearer pi_init."""
     d, prompts = tiny_policy
-
-    def run(trust_kl, name):
-        cfg = PPOConfig(steps=10, batch_size=32, minibatch_size=16, epochs=4, lr=3e-3, trust_kl=trust_kl,
-                        eval_every=10, eval_prompts=8, eval_samples=4, checkpoint_every=100, seed=0)
-        return run_ppo(str(d / "policy"), _count_e, _count_e, str(d / f"{name}.csv"), str(d / f"c_{name}"),
-                       prompts, prompts[:8], 8, cfg, threads=1)
-
-    free, held = run(0.0, "t0"), run(20.0, "t20")
+    free = _short_run(d, prompts, "t0", epochs=4, eval_every=10)
+    held = _short_run(d, prompts, "t20", epochs=4, eval_every=10, trust_kl=20.0)
     assert free["kl"].iloc[-1] > 0.2
     assert held["kl"].iloc[-1] < 0.5 * free["kl"].iloc[-1]
