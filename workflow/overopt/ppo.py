@@ -335,11 +335,10 @@ def run_ppo(
                 # stays near the family pi_init exp(r / beta) that a KL penalty to pi_init converges to.
                 # Without it Adam's steps spend KL that buys neither proxy nor gold: gold by d 1.8
                 # 0.46 -> 0.89 (357k proxy, seed 0; docs/world.md, session 13)
-                if cfg.trust_kl:
-                    pg_loss = pg_loss + cfg.trust_kl * rollout_kl(logp, old_logp[mb]).mean()
+                trust = cfg.trust_kl * rollout_kl(logp, old_logp[mb]).mean() if cfg.trust_kl else 0.0
                 # value head on detached features: the value loss cannot move the policy
                 v_loss = F.mse_loss(value(hm.detach().float()), returns[mb])
-                loss = pg_loss + cfg.vf_coef * v_loss
+                loss = pg_loss + trust + cfg.vf_coef * v_loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 # gradient clipping keeps one bad batch from wrecking a small policy
