@@ -6,7 +6,7 @@ import pytest
 
 from overopt.bon import bon_kl, n_grid
 from overopt.cli import main as cli
-from overopt.findings import check, first_d
+from overopt.findings import check, first_d, penalty_beats_early_stopping
 from overopt.fit import extrapolation_error, fit_curve, predict
 from overopt.scaling import forecast_table
 
@@ -72,6 +72,19 @@ def test_first_d_interpolates_from_the_origin():
     assert first_d(c, 0.6) == pytest.approx(1.5)
     assert first_d(c, 0.2) == pytest.approx(0.5)
     assert first_d(c, 1.0) == float("inf")
+
+
+def test_a_penalty_beats_early_stopping_only_beyond_the_noise_of_both_runs():
+    base = pd.DataFrame({"d": [0.0, 0.5, 1.0, 1.5, 2.0], "gold": [0.0, 0.4, 0.7, 0.8, 0.3], "gold_se": 0.03})
+    pen = lambda d, g: pd.DataFrame({"d": [0.0, 0.6, d], "gold": [0.0, 0.5, g], "gold_se": 0.03})
+    # at d <= 1.2 the unpenalised frontier is 0.70; 2 SE of a gap = 2 x 0.03 x sqrt(2) = 0.085
+    better, detail = penalty_beats_early_stopping(base, pen(1.2, 0.77))
+    assert not better and "vs 0.70" in detail and "2 SE 0.085" in detail  # beyond one run's 2 SE, not both
+    assert penalty_beats_early_stopping(base, pen(1.2, 0.95))[0]
+    # the frontier takes the best point at no more KL, wherever it is
+    assert not penalty_beats_early_stopping(base, pen(1.6, 0.85))[0]  # vs 0.80 at d 1.5
+    assert penalty_beats_early_stopping(base, pen(1.6, 0.95))[0]
+    assert penalty_beats_early_stopping(base, pen(0.4, 0.2))[0]  # nothing unpenalised at d <= 0.4: vs 0
 
 
 def test_forecast_predicts_the_held_out_largest_rm():

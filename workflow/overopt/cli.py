@@ -57,7 +57,8 @@ def cmd_comparisons(a):
 def cmd_train_rm(a):
     from .rm import train_rm
 
-    train_rm(a.base, a.comparisons, a.out, a.data_size, a.seed, a.epochs, a.batch_size, a.lr, a.threads, a.base_loglik)
+    train_rm(a.base, a.comparisons, a.out, a.data_size, a.seed, a.epochs, a.batch_size, a.lr, a.threads, a.base_loglik,
+             a.readout_lr)
 
 
 def cmd_rm_table(a):
@@ -361,6 +362,7 @@ def main(argv=None):
     s.add_argument("--lr", type=float, required=True)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--base-loglik", action="store_true", help="add the frozen base's log-likelihood readout")
+    s.add_argument("--readout-lr", type=float, default=None, help="learning rate of the readout's weight (default: --lr)")
     s.set_defaults(fn=cmd_train_rm)
 
     s = sub.add_parser("rm-table", help="collect every proxy's metrics.json into one table")

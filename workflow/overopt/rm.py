@@ -93,6 +93,7 @@ def train_rm(
     lr: float,
     threads: int,
     base_loglik: bool = False,
+    readout_lr: float | None = None,
 ) -> dict:
     """One proxy: the base with a fresh scalar head on its last token, trained with the BT loss.
 
@@ -122,10 +123,15 @@ def train_rm(
         # moved by Adam from 0 at lr 1e-3 for 125 steps could not travel further than ~0.1
         weight = torch.nn.Parameter(torch.tensor(logistic_scale((llc - llr).numpy()), dtype=torch.float32))
         log.info("base log-likelihood readout: warm-start weight %.3f", weight.item())
-        params = params + [weight]
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = steps_per_epoch * epochs
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    groups = [{"params": params}]
+    if weight is not None:
+        # Adam moves a lone scalar by about its lr each step whatever the gradient's size: at a small
+        # base's lr 1e-2 the warm-started weight can random-walk far from its fit (docs/world.md, session 14)
+        groups.append({"params": [weight], "lr": readout_lr or lr})
+        params = params + [weight]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     # linear decay to zero over the run: one pass over the data, as in the paper
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(total, 1))
     g = np.random.default_rng(seed)

@@ -78,6 +78,15 @@ def rm_lr(name):
     return CFG["rm_train"].get("lr_by_model", {}).get(name, CFG["rm_train"]["lr"])
 
 
+def rm_readout_flags(name):
+    """The base-likelihood readout's flags; its own lr only where it differs from the proxy's, so
+    that setting `rm_train.readout_lr` reruns only the proxies it changes."""
+    if not CFG["rm_train"]["base_loglik"]:
+        return ""
+    lr = CFG["rm_train"].get("readout_lr")
+    return "--base-loglik" + (f" --readout-lr {lr:g}" if lr is not None and lr != rm_lr(name) else "")
+
+
 def gpus(*names):
     """Jobs on real-scale models ask for one GPU; the tiny world runs on CPU."""
     return 0 if all(is_tiny(n) for n in names) else 1

@@ -12,7 +12,7 @@ rule train_rm:
         epochs=CFG["rm_train"]["epochs"],
         batch_size=CFG["rm_train"]["batch_size"],
         lr=lambda w: rm_lr(w.rm),
-        readout="--base-loglik" if CFG["rm_train"]["base_loglik"] else "",
+        readout=lambda w: rm_readout_flags(w.rm),
     log:
         f"{OUT}/logs/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.log",
     benchmark:
