@@ -97,6 +97,20 @@ def test_base_loglik_readout_learns_what_the_frozen_base_knows(tmp_path):
     assert read["val_acc"] > 0.95 and plain["val_acc"] < 0.8
     assert not (tmp_path / "plain" / "readout.json").exists()
 
+    # the readout weight's own lr. Labels with a quarter flipped, so that its warm start is finite
+    # (on separable labels it is ~1e6 and no step can move it): absent, the proxy's lr; tiny, it
+    # stays at its warm start whatever the head's lr, where Adam at the head's lr moves it
+    flip = rng.random(n) < 0.25
+    df.assign(label=np.where(flip, 1 - label, label)).to_parquet(tmp_path / "noisy.parquet")
+    kw = {**kw, "comparisons": str(tmp_path / "noisy.parquet"), "lr": 1e-2}
+    free, same = (train_rm(str(base), out=str(tmp_path / name), base_loglik=True, readout_lr=r, **kw)
+                  for name, r in (("free", None), ("same", 1e-2)))
+    assert same["base_loglik_weight"] == free["base_loglik_weight"] and same["val_loss"] == free["val_loss"]
+    still = [train_rm(str(base), out=str(tmp_path / f"still{i}"), base_loglik=True, readout_lr=1e-9, **{**kw, "lr": lr})
+             for i, lr in enumerate((1e-3, 1e-2))]
+    assert still[0]["base_loglik_weight"] == still[1]["base_loglik_weight"]  # the warm start, to the bit
+    assert abs(free["base_loglik_weight"] - still[0]["base_loglik_weight"]) > 1e-4  # ~500 float32 ulps at 23
+
     # the proxy stands alone: its frozen base is copied into it, the original can go
     import shutil
 

@@ -168,3 +168,16 @@ def test_one_models_rm_lr_reruns_only_its_proxies(smoke_copy, smoke_config):
     write_config(smoke_copy, cfg)
     assert dry_run(smoke_copy) == per_proxy("r2", 64, rl=False) | per_proxy("r2", 128) | per_proxy(
         "r2", 128, rl=False, policy="p2") | DOWNSTREAM
+
+
+def test_readout_lr_reruns_only_the_proxies_whose_lr_it_changes(smoke_copy, smoke_config):
+    cfg = copy.deepcopy(smoke_config)
+    cfg["rm_train"]["readout_lr"] = cfg["rm_train"]["lr"]  # what every proxy already trains at
+    write_config(smoke_copy, cfg)
+    assert dry_run(smoke_copy) == set()
+    cfg["rm_train"]["lr_by_model"] = {"r2": cfg["rm_train"]["lr"]}  # r2 the same lr, by another key
+    cfg["rm_train"]["readout_lr"] = 0.0005
+    write_config(smoke_copy, cfg)
+    got = dry_run(smoke_copy)
+    assert "results/rm/p/r2/n64/s0" in got and "results/base/r2" not in got
+    assert not any(p.startswith(("results/base", "results/pool", "results/comparisons", "results/gold")) for p in got)
