@@ -6,7 +6,7 @@ import pytest
 
 from overopt.bon import bon_kl, n_grid
 from overopt.cli import main as cli
-from overopt.findings import check, first_d, penalty_beats_early_stopping
+from overopt.findings import check, first_d, penalty_beats_early_stopping, per_seed_penalty_gaps
 from overopt.fit import extrapolation_error, fit_curve, predict
 from overopt.scaling import forecast_table
 
@@ -85,6 +85,17 @@ def test_a_penalty_beats_early_stopping_only_beyond_the_noise_of_both_runs():
     assert not penalty_beats_early_stopping(base, pen(1.6, 0.85))[0]  # vs 0.80 at d 1.5
     assert penalty_beats_early_stopping(base, pen(1.6, 0.95))[0]
     assert penalty_beats_early_stopping(base, pen(0.4, 0.2))[0]  # nothing unpenalised at d <= 0.4: vs 0
+
+
+def test_per_seed_gaps_catch_a_penalty_that_wins_on_every_seed():
+    d = np.array([0.0, 0.5, 1.0, 1.5])
+    base = pd.concat([pd.DataFrame({"seed": s, "d": d, "gold": [0.0, 0.3, 0.6, 0.8]}) for s in range(4)])
+    pen = lambda gaps: pd.concat([pd.DataFrame({"seed": s, "d": [0.0, 0.6, 1.0], "gold": [0.0, 0.4, 0.6 + g]})
+                                  for s, g in enumerate(gaps)])
+    better, detail = per_seed_penalty_gaps(base, pen([0.09, 0.11, 0.10, 0.10]))
+    assert better and "mean +0.100" in detail  # small and steady: beyond 2 SE over seeds
+    assert not per_seed_penalty_gaps(base, pen([0.3, -0.25, 0.2, -0.15]))[0]  # mean +0.025, seeds disagree
+    assert per_seed_penalty_gaps(base, pen([0.1]).assign(seed=0)) == (False, "")  # one seed: no test
 
 
 def test_forecast_predicts_the_held_out_largest_rm():

@@ -140,6 +140,24 @@ def penalty_beats_early_stopping(base: pd.DataFrame, pen: pd.DataFrame) -> tuple
                     f"(gap {g_pen - g_base:.3f}, 2 SE {2 * se:.3f}){' (better)' if better else ''}")
 
 
+def per_seed_penalty_gaps(base: pd.DataFrame, pen: pd.DataFrame) -> tuple[bool, str]:
+    """The same comparison run by run, on the seeds both have: each penalised run's best gold
+    against its own seed's unpenalised run at no more KL. The seed is the unit of replication,
+    so "better" here is a mean gap beyond twice its standard error over seeds."""
+    gaps = []
+    for s in sorted(set(base["seed"]) & set(pen["seed"])):
+        p, b = pen[pen["seed"] == s], base[base["seed"] == s]
+        i = int(np.argmax(p["gold"]))
+        prefix = b[b["d"] <= p["d"].iloc[i]]
+        gaps.append(float(p["gold"].iloc[i] - (prefix["gold"].max() if len(prefix) else 0.0)))
+    if len(gaps) < 2:
+        return False, ""
+    mean, se = float(np.mean(gaps)), float(np.std(gaps, ddof=1) / np.sqrt(len(gaps)))
+    better = mean > 2 * se
+    return better, (f"per seed: gaps {', '.join(f'{g:+.2f}' for g in gaps)} (mean {mean:+.3f}, "
+                    f"2 SE over seeds {2 * se:.3f}){' (better)' if better else ''}")
+
+
 def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
     data = load(results)
     out: list[Finding] = []
@@ -302,9 +320,13 @@ def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
             if k[3] == 0 or (k[:3] + (0.0,)) not in means["rl"]:
                 continue
             better, detail = penalty_beats_early_stopping(means["rl"][k[:3] + (0.0,)], r)
-            oks.append(not better)
+            runs = data["rl"][1]
+            cell = runs[(runs["policy"] == k[0]) & (runs["rm_params"] == k[1]) & (runs["data"] == k[2])]
+            seed_better, seed_detail = per_seed_penalty_gaps(cell[cell["kl_penalty"] == 0], cell[cell["kl_penalty"] == k[3]])
+            oks.append(not (better or seed_better))
+            detail += f"; {seed_detail}" if seed_detail else ""
             parts.append(f"RM {k[1]:,}, penalty {k[3]:g}: {detail}")
-        if parts:
+        if parts:  # FAIL if the penalty is better on the seed-mean curves or run by run
             out.append(Finding("PASS" if all(oks) else "FAIL", "a KL penalty is no better than early stopping",
                                "; ".join(parts)))
         else:
