@@ -124,20 +124,23 @@ def first_d(c: pd.DataFrame, level: float) -> float:
     return float(d[j - 1] + (level - g[j - 1]) * (d[j] - d[j - 1]) / (g[j] - g[j - 1]))
 
 
+def best_at_most(curve: pd.DataFrame, d: float) -> pd.Series | None:
+    """The early-stopping frontier at d: the curve's best point at no more KL (None if it has none)."""
+    prefix = curve[curve["d"] <= d]
+    return prefix.iloc[int(np.argmax(prefix["gold"]))] if len(prefix) else None
+
+
 def penalty_beats_early_stopping(base: pd.DataFrame, pen: pd.DataFrame) -> tuple[bool, str]:
     """Whether the penalised run's best gold beats the early-stopping frontier of the unpenalised
     run (the best it reached at no more KL) by more than twice the SE of that difference."""
-    i = int(np.argmax(pen["gold"]))
-    d_pen, g_pen, se_pen = pen["d"].iloc[i], pen["gold"].iloc[i], pen["gold_se"].iloc[i]
-    prefix = base[base["d"] <= d_pen]
-    j = int(np.argmax(prefix["gold"])) if len(prefix) else None
-    g_base = float(prefix["gold"].iloc[j]) if j is not None else 0.0
-    se_base = float(prefix["gold_se"].iloc[j]) if j is not None else 0.0
+    top = pen.iloc[int(np.argmax(pen["gold"]))]
+    stop = best_at_most(base, top["d"])
+    g_base, se_base = (float(stop["gold"]), float(stop["gold_se"])) if stop is not None else (0.0, 0.0)
     # two runs, each evaluated on its own samples: the SEs add in quadrature
-    se = float(np.hypot(se_pen, se_base))
-    better = g_pen - g_base > 2 * se
-    return better, (f"{g_pen:.2f} at d {d_pen:.2f} vs {g_base:.2f} without penalty up to that d "
-                    f"(gap {g_pen - g_base:.3f}, 2 SE {2 * se:.3f}){' (better)' if better else ''}")
+    se = float(np.hypot(top["gold_se"], se_base))
+    better = top["gold"] - g_base > 2 * se
+    return better, (f"{top['gold']:.2f} at d {top['d']:.2f} vs {g_base:.2f} without penalty up to that d "
+                    f"(gap {top['gold'] - g_base:.3f}, 2 SE {2 * se:.3f}){' (better)' if better else ''}")
 
 
 def per_seed_penalty_gaps(base: pd.DataFrame, pen: pd.DataFrame) -> tuple[bool, str]:
@@ -146,10 +149,10 @@ def per_seed_penalty_gaps(base: pd.DataFrame, pen: pd.DataFrame) -> tuple[bool, 
     so "better" here is a mean gap beyond twice its standard error over seeds."""
     gaps = []
     for s in sorted(set(base["seed"]) & set(pen["seed"])):
-        p, b = pen[pen["seed"] == s], base[base["seed"] == s]
-        i = int(np.argmax(p["gold"]))
-        prefix = b[b["d"] <= p["d"].iloc[i]]
-        gaps.append(float(p["gold"].iloc[i] - (prefix["gold"].max() if len(prefix) else 0.0)))
+        p = pen[pen["seed"] == s]
+        top = p.iloc[int(np.argmax(p["gold"]))]
+        stop = best_at_most(base[base["seed"] == s], top["d"])
+        gaps.append(float(top["gold"] - (stop["gold"] if stop is not None else 0.0)))
     if len(gaps) < 2:
         return False, ""
     mean, se = float(np.mean(gaps)), float(np.std(gaps, ddof=1) / np.sqrt(len(gaps)))
@@ -316,11 +319,11 @@ def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
     # a KL penalty is no better than early stopping
     if "rl" in means:
         parts, oks = [], []
+        runs = data["rl"][1]
         for k, r in sorted(means["rl"].items()):
             if k[3] == 0 or (k[:3] + (0.0,)) not in means["rl"]:
                 continue
             better, detail = penalty_beats_early_stopping(means["rl"][k[:3] + (0.0,)], r)
-            runs = data["rl"][1]
             cell = runs[(runs["policy"] == k[0]) & (runs["rm_params"] == k[1]) & (runs["data"] == k[2])]
             seed_better, seed_detail = per_seed_penalty_gaps(cell[cell["kl_penalty"] == 0], cell[cell["kl_penalty"] == k[3]])
             oks.append(not (better or seed_better))
