@@ -6,7 +6,7 @@ import pytest
 
 from overopt.bon import bon_kl, n_grid
 from overopt.cli import main as cli
-from overopt.findings import check, first_d, penalty_beats_early_stopping, per_seed_penalty_gaps
+from overopt.findings import check, first_d, measured_peak_d, penalty_beats_early_stopping, per_seed_penalty_gaps
 from overopt.fit import extrapolation_error, fit_curve, predict
 from overopt.scaling import forecast_table
 
@@ -65,6 +65,45 @@ def test_findings_fail_where_gold_never_turns_over(tmp_path, capsys):
     assert cli(["findings", "--results", str(root)]) == 1  # a FAIL exits non-zero
     assert "FAIL  gold turns over" in capsys.readouterr().out
     assert cli(["findings", "--results", str(root), "--no-fail"]) == 0
+
+
+def make_rl_results(root, peaks):
+    """PPO-like runs that rise linearly and fall after a peak at d = peaks[rm][0], as fast as
+    peaks[rm][1] (None: still rising at the end). d(alpha - beta log d) fits them poorly: a gentle
+    fall after 1.0 gets a fitted peak at 1.55, a steep one after 1.6 one at 0.75."""
+    d = np.linspace(0.0, 3.0, 31)
+    rows = []
+    for rm, p in SIZES.items():
+        d0, fall = peaks[rm] or (9.0, 0.0)
+        gold = 0.5 * np.minimum(d, d0) - fall * np.maximum(d - d0, 0) ** 2
+        for seed in (0, 1):
+            c = pd.DataFrame({"step": np.arange(d.size) * 5, "kl": d**2, "d": d, "gold": gold, "gold_se": 0.01,
+                              "proxy": d, "proxy_se": 0.01})
+            path = root / "rl" / "pol" / rm / "n4000" / "kl0" / f"s{seed}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            c.to_csv(path, index=False)
+            keep = d >= 0.3
+            rows.append({"policy": "pol", "rm": rm, "rm_params": p, "data": 4000, "kl_penalty": 0.0, "seed": seed,
+                         **fit_curve("rl", d[keep], gold[keep])})
+    (root / "fits").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(root / "fits" / "rl.csv", index=False)
+    return root
+
+
+def test_rl_peaks_later_is_read_off_the_curves_not_the_fits(tmp_path):
+    f = by_name(check(make_rl_results(tmp_path / "a", {"r1": (1.0, 0.05), "r2": (1.6, 1.5), "r3": None})))
+    f = f["larger RMs peak later"]
+    # the fitted peaks put the 2nd size first; the curves put it second
+    assert f.status == "PASS" and "measured" in f.name
+    assert "1.00, 1.60, >= 3.00 (rho 1.00; fitted peaks 1.55, 0.75, none)" in f.detail
+    f = by_name(check(make_rl_results(tmp_path / "b", {"r1": (2.0, 1.5), "r2": (1.6, 1.5), "r3": (1.0, 1.5)})))
+    assert f["larger RMs peak later"].status == "FAIL" and "2.00, 1.60, 1.00 (rho -1.00" in f["larger RMs peak later"].detail
+
+
+def test_measured_peak_is_open_ended_for_a_curve_still_rising():
+    c = pd.DataFrame({"d": [0.0, 1.0, 2.0, 2.5], "gold": [0.0, 0.5, 0.4, 0.6]})
+    assert measured_peak_d(c) == (float("inf"), 2.5)
+    assert measured_peak_d(c.iloc[:3]) == (1.0, 2.0)
 
 
 def test_first_d_interpolates_from_the_origin():
