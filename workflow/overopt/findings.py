@@ -214,9 +214,8 @@ def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
         fits = data[method][0]
         fits = fits[(fits["policy"] == pol) & ((fits["kl_penalty"] == 0) if "kl_penalty" in fits else True)]
         by_data = {}
-        for k, c in cells.items():
-            i = int(np.argmax(c["gold"]))
-            by_data.setdefault(k[2], []).append((k[1], c["gold"].iloc[i], c["d"].iloc[i], c["d"].iloc[-1]))
+        for k, c in cells.items():  # (RM params, max gold, measured peak d, d at the end)
+            by_data.setdefault(k[2], []).append((k[1], float(c["gold"].max()), *measured_peak_d(c)))
         hi, late = [], []
         for dsize, rows in sorted(by_data.items()):
             if len(rows) < 2:
@@ -239,10 +238,9 @@ def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
                 # swings with small errors in beta, and PPO curves that collapse after their peak
                 # fit it poorly (R^2 below); a curve still at its best at the last evaluation
                 # peaks at or after its end, ranked later than any curve that turned over
-                meas = [measured_peak_d(cells[k]) for k in sorted(k for k in cells if k[2] == dsize)]
-                rho_d = _spearman(p, [min(x, 1e6) for x, _ in meas])
-                late.append((rho_d, f"{dsize:,}: " + ", ".join(f">= {e:.2f}" if not np.isfinite(x) else f"{x:.2f}"
-                                                               for x, e in meas)
+                rho_d = _spearman(p, [min(r[2], 1e6) for r in rows])
+                late.append((rho_d, f"{dsize:,}: " + ", ".join(f">= {r[3]:.2f}" if not np.isfinite(r[2]) else f"{r[2]:.2f}"
+                                                               for r in rows)
                              + f" (rho {rho_d:.2f}; fitted peaks {fitted_s})"))
             hi.append((rho_g, f"{dsize:,}: " + ", ".join(f"{r[1]:.2f}" for r in rows) + f" (rho {rho_g:.2f})"))
         if hi:
