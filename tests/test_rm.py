@@ -115,8 +115,9 @@ def test_base_loglik_readout_learns_what_the_frozen_base_knows(tmp_path):
     import shutil
 
     shutil.rmtree(base)
-    model, tok2, ref, w = load_proxy(tmp_path / "read")
-    assert ref is not None and w == read["base_loglik_weight"]
+    model, tok2, ref, readout = load_proxy(tmp_path / "read")
+    assert ref is not None and readout.weight == read["base_loglik_weight"] and readout.cap is None
+    w = readout.weight
     # best-of-n scoring adds the readout: a pool of 2 prompts x 4 completions, against head + w x loglik
     pool = pd.DataFrame({"prompt_id": np.repeat([0, 1], 4), "sample_id": np.tile(range(4), 2),
                          "prompt": [prompts[0]] * 4 + [prompts[1]] * 4, "completion": comp_a[:8]})
@@ -128,3 +129,71 @@ def test_base_loglik_readout_learns_what_the_frozen_base_knows(tmp_path):
     want = rewards(model, tok, [p + c for p, c in zip(want_prompts, comp_a[:8])]) + w * completion_logprobs(ref, tok, want_prompts, comp_a[:8])
     got = pd.read_parquet(tmp_path / "scores.parquet").sort_values(["prompt_id", "sample_id"])["proxy"].to_numpy()
     np.testing.assert_allclose(got, want - want.mean(), atol=1e-5)
+
+
+def test_readout_cap_is_learned_only_where_the_likeliest_texts_lose(tmp_path):
+    """Labels that prefer likelier text up to a point and reject the likeliest tenth: the learned
+    cap comes down below those texts and beats the uncapped readout on validation; where the
+    likeliest texts win, it stays above them. A saved proxy scores head + c x soft_cap(loglik)."""
+    import pandas as pd
+    import torch
+
+    from overopt.bon import score_proxy
+    from overopt.gold import completion_logprobs
+    from overopt.models import load_causal
+    from overopt.rm import load_proxy, rewards, soft_cap, train_rm
+
+    base, tok = _tiny_base(tmp_path, seed=0)
+    lm = load_causal(base)
+    with torch.no_grad():  # sharper next-token odds: log-likelihoods spread over nats, not tenths
+        lm.transformer.wte.weight.mul_(20.0)
+    lm.save_pretrained(str(base))
+    text = corpus_split()[0]
+    rng = np.random.default_rng(1)
+    n = 1200
+    starts = rng.integers(0, len(text) - 40, (n, 3))
+    prompts = [text[s : s + 12] for s in starts[:, 0]]
+    comps = [[text[s : s + 12] for s in starts[:, k]] for k in (1, 2)]
+    ll = [completion_logprobs(lm, tok, prompts, c) for c in comps]
+    top = np.quantile(np.r_[ll[0], ll[1]], 0.9)
+    kw = dict(data_size=1000, seed=0, epochs=1, batch_size=16, lr=1e-3, threads=1, base_loglik=True)
+    got = {}
+    for name, past in (("lose", -2.0), ("win", 1.0)):
+        # likelier is better up to the 90th percentile; past it, worse (lose) or still better (win)
+        gold = [np.minimum(x, top) + past * np.maximum(x - top, 0.0) for x in ll]
+        label = np.where(gold[0] > gold[1], 1, 0)
+        # Bradley-Terry labels, so that no weight separates them
+        noisy = (rng.random(n) < 1 / (1 + np.exp(-2.0 * (gold[0] - gold[1])))).astype(int)
+        pd.DataFrame({"pair_id": range(n), "split": ["train"] * 1000 + ["val"] * 200, "prompt": prompts,
+                      "completion_a": comps[0], "completion_b": comps[1], "gold_a": gold[0], "gold_b": gold[1],
+                      "gold_label": label, "label": noisy}).to_parquet(tmp_path / f"{name}.parquet")
+        for cap in (None, 0.3):  # 62 steps: tau has ~4 nats to travel
+            got[name, cap] = train_rm(str(base), comparisons=str(tmp_path / f"{name}.parquet"),
+                                      out=str(tmp_path / f"{name}{cap}"), readout_cap_lr=cap, **kw)
+    likeliest = float(np.max(np.r_[ll[0][:1000], ll[1][:1000]]))
+    print({k: (v["base_loglik_cap"], round(v["val_loss"], 4), round(v["val_acc"], 3)) for k, v in got.items()},
+          "likeliest", likeliest, "90th percentile", top)
+    assert got["lose", None]["base_loglik_cap"] is None
+    assert abs(got["lose", 0.3]["base_loglik_cap"] - top) < 0.3  # at the kink, 4 nats below the likeliest text
+    assert got["lose", 0.3]["val_loss"] < got["lose", None]["val_loss"] - 0.005
+    assert got["lose", 0.3]["val_acc"] > got["lose", None]["val_acc"] + 0.02
+    assert got["win", 0.3]["base_loglik_cap"] >= likeliest  # nothing pushed it down
+    assert abs(got["win", 0.3]["val_loss"] - got["win", None]["val_loss"]) < 0.02
+
+    # the cap travels with the proxy; numpy and torch agree on the soft min
+    model, tok2, ref, readout = load_proxy(tmp_path / "lose0.3")
+    assert readout.cap == got["lose", 0.3]["base_loglik_cap"]
+    x = np.linspace(-4, 0, 41)
+    np.testing.assert_allclose(soft_cap(x, -1.0), soft_cap(torch.tensor(x), torch.tensor(-1.0)).numpy(), atol=1e-12)
+    assert np.all(soft_cap(x, -1.0) <= np.minimum(x, -1.0)) and np.all(soft_cap(x, -1.0) > np.minimum(x, -1.0) - 0.1)
+    pool = pd.DataFrame({"prompt_id": np.repeat([0, 1], 4), "sample_id": np.tile(range(4), 2),
+                         "prompt": [prompts[0]] * 4 + [prompts[1]] * 4, "completion": comps[0][:8]})
+    pool.to_parquet(tmp_path / "pool.parquet")
+    pool[["prompt_id", "sample_id"]].assign(gold=0.0).to_parquet(tmp_path / "gold.parquet")
+    score_proxy(str(tmp_path / "pool.parquet"), str(tmp_path / "gold.parquet"), str(tmp_path / "lose0.3"),
+                str(tmp_path / "scores.parquet"), threads=1, dtype="float32")
+    p8 = pool["prompt"].tolist()
+    want = rewards(model, tok2, [p + c for p, c in zip(p8, comps[0][:8])]) + readout.weight * soft_cap(
+        completion_logprobs(ref, tok2, p8, comps[0][:8]), readout.cap)
+    got_s = pd.read_parquet(tmp_path / "scores.parquet").sort_values(["prompt_id", "sample_id"])["proxy"].to_numpy()
+    np.testing.assert_allclose(got_s, want - want.mean(), atol=1e-5)

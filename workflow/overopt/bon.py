@@ -127,14 +127,14 @@ def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int
 
     seed_everything(0, threads)
     df = pd.read_parquet(pool)
-    model, tok, lm, weight = load_proxy(rm_dir)
+    model, tok, lm, readout = load_proxy(rm_dir)
     dt = resolve_dtype(dtype)
     log.info("proxy scoring precision: %s (asked: %s)", dt, dtype)
     if dtype == "bfloat16" and not native_bf16():
         log.warning("bon.score_dtype: bfloat16 on a device without bf16 units: emulated, several times "
                     "slower than float32 (the 357k proxy: 853 s against 89 s, measured); `auto` avoids it")
     prompts, comps = df["prompt"].tolist(), df["completion"].tolist()
-    r = rewards_by_prompt(model, tok, prompts, comps, dtype=dt) + loglik_readout(lm, weight, tok, prompts, comps)
+    r = rewards_by_prompt(model, tok, prompts, comps, dtype=dt) + loglik_readout(lm, readout, tok, prompts, comps)
     gold = pd.read_parquet(gold_scores)
     res = df[["prompt_id", "sample_id"]].assign(proxy=r - r.mean()).merge(gold[["prompt_id", "sample_id", "gold"]])
     write_scores(res, out, proxy_offset=float(r.mean()))

@@ -173,9 +173,9 @@ def proxy_reward_fn(rm_dir: str, offset: float):
     """Reward = the frozen proxy's score of prompt + completion, re-centred on pi_init."""
     from .rm import load_proxy, loglik_readout, score_texts
 
-    model, tok, lm, weight = load_proxy(rm_dir)
+    model, tok, lm, readout = load_proxy(rm_dir)
     return lambda prompts, comps: (score_texts(model, tok, prompts, comps)
-                                   + loglik_readout(lm, weight, tok, prompts, comps) - offset)
+                                   + loglik_readout(lm, readout, tok, prompts, comps) - offset)
 
 
 def gold_score_fn(gold_dir: str, pool_gold: str):

@@ -6,6 +6,7 @@ import copy
 import math
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,26 @@ from .models import (PROMPT_REUSE_MIN, _direct_gpt2, count_params, gpt2_rewards_
                      load_tokenizer, read_metrics)
 from .util import Progress, atomic_dir, autocast, device, log, seed_everything, write_json
 
-READOUT = "readout.json"      # in a proxy's directory: the weight of its base-likelihood feature
+READOUT = "readout.json"      # in a proxy's directory: the weight (and cap) of its base-likelihood feature
 REFERENCE = "reference"       # ... and the frozen base that feature is read from (a copy, or a spec file)
+# the cap's softness in nats per token: a hard min gives the cap no gradient from any text below it,
+# so a cap that starts above every training text could never move
+CAP_SOFTNESS = 0.1
+
+
+class Readout(NamedTuple):
+    """A proxy's base-likelihood readout: weight x min(loglik, cap), soft; cap None = uncapped."""
+    weight: float = 0.0
+    cap: float | None = None
+
+
+def soft_cap(ll, cap):
+    """min(ll, cap), smoothed over CAP_SOFTNESS; ll and cap both torch tensors or both numbers/arrays."""
+    if cap is None:
+        return ll
+    if isinstance(ll, torch.Tensor):
+        return ll - CAP_SOFTNESS * F.softplus((ll - cap) / CAP_SOFTNESS)
+    return ll - CAP_SOFTNESS * np.logaddexp(0.0, (np.asarray(ll) - cap) / CAP_SOFTNESS)
 
 
 def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -71,14 +90,15 @@ def logistic_scale(x: np.ndarray, iters: int = 50) -> float:
     return float(c)
 
 
-def evaluate(model, tokenizer, df: pd.DataFrame, lm=None, weight=None) -> dict:
+def evaluate(model, tokenizer, df: pd.DataFrame, lm=None, readout: Readout = Readout()) -> dict:
     """Validation BT loss and accuracy against the (noise-free) gold labels."""
     chosen, rejected = chosen_rejected(df.assign(label=df["gold_label"]))
     rc = torch.tensor(rewards(model, tokenizer, chosen))
     rr = torch.tensor(rewards(model, tokenizer, rejected))
     if lm is not None:
         llc, llr = pair_logliks(lm, tokenizer, df, df["gold_label"].to_numpy())
-        rc, rr = rc + weight * torch.tensor(llc), rr + weight * torch.tensor(llr)
+        w = readout.weight
+        rc, rr = rc + w * torch.tensor(soft_cap(llc, readout.cap)), rr + w * torch.tensor(soft_cap(llr, readout.cap))
     return {"val_loss": bt_loss(rc, rr).item(), "val_acc": float(((rc > rr).float() + 0.5 * (rc == rr).float()).mean())}
 
 
@@ -94,6 +114,7 @@ def train_rm(
     threads: int,
     base_loglik: bool = False,
     readout_lr: float | None = None,
+    readout_cap_lr: float | None = None,
 ) -> dict:
     """One proxy: the base with a fresh scalar head on its last token, trained with the BT loss.
 
@@ -102,7 +123,13 @@ def train_rm(
     classifier leaves its language model unused by the head (docs/world.md, session 9: proxies of
     every size learned the same small weight on fluency); this readout hands the head what the
     base knows about text, so a larger base (a better LM) makes a better proxy. The feature is
-    constant in training (the base is frozen), so it is computed once per text, before the loop."""
+    constant in training (the base is frozen), so it is computed once per text, before the loop.
+
+    `readout_cap_lr` learns a cap on that feature with the head, at that lr: the score reads
+    c x min(loglik, tau), softened (`soft_cap`). tau starts at the likeliest training text, so that
+    no cap is imposed, and moves only as far as the pairs push it: down where texts likelier than
+    tau lose their comparisons (c > 0), up and out of the way where they win or c < 0
+    (docs/world.md, session 16)."""
     seed_everything(seed, threads)
     df = pd.read_parquet(comparisons)
     train = train_subset(df, data_size)
@@ -115,7 +142,7 @@ def train_rm(
         model = add_lora(model, spec["lora"], "SEQ_CLS")
     params = trainable_parameters(model)
     chosen, rejected = chosen_rejected(train)
-    lm, weight, llc, llr = None, None, None, None
+    lm, weight, tau, llc, llr = None, None, None, None, None
     if base_loglik:
         lm = load_causal(base_dir, frozen=True).eval().requires_grad_(False)
         llc, llr = (torch.tensor(x, dtype=torch.float32) for x in pair_logliks(lm, tok, train, train["label"].to_numpy()))
@@ -123,6 +150,8 @@ def train_rm(
         # moved by Adam from 0 at lr 1e-3 for 125 steps could not travel further than ~0.1
         weight = torch.nn.Parameter(torch.tensor(logistic_scale((llc - llr).numpy()), dtype=torch.float32))
         log.info("base log-likelihood readout: warm-start weight %.3f", weight.item())
+        if readout_cap_lr:
+            tau = torch.nn.Parameter(torch.maximum(llc.max(), llr.max()).clone())
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = steps_per_epoch * epochs
     groups = [{"params": params}]
@@ -131,6 +160,11 @@ def train_rm(
         # base's lr 1e-2 the warm-started weight can random-walk far from its fit (docs/world.md, session 14)
         groups.append({"params": [weight], "lr": readout_lr or lr})
         params = params + [weight]
+    if tau is not None:
+        # tau is in nats per token and must travel from the likeliest text (a run: about -0.03)
+        # to where fluent text sits (about -1): Adam's ~lr per step at the readout's 1e-3 is too slow
+        groups.append({"params": [tau], "lr": readout_cap_lr})
+        params = params + [tau]
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     # linear decay to zero over the run: one pass over the data, as in the paper
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(total, 1))
@@ -147,7 +181,7 @@ def train_rm(
                 r = model(**enc).logits[:, 0].float()
             rc, rr = r[: len(idx)], r[len(idx) :]
             if weight is not None:
-                rc, rr = rc + weight * llc[idx], rr + weight * llr[idx]
+                rc, rr = rc + weight * soft_cap(llc[idx], tau), rr + weight * soft_cap(llr[idx], tau)
             loss = bt_loss(rc, rr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -157,9 +191,11 @@ def train_rm(
             step += 1
             prog(step, loss=loss.item())
     w = None if weight is None else float(weight.detach())
+    cap = None if tau is None else float(tau.detach())
     metrics = {
-        **evaluate(model, tok, val, lm, w),
+        **evaluate(model, tok, val, lm, Readout(w or 0.0, cap)),
         "base_loglik_weight": w,
+        "base_loglik_cap": cap,
         "params": n_params,
         "trainable_params": sum(p.numel() for p in params),
         "lora": bool(spec.get("lora")),
@@ -178,7 +214,7 @@ def train_rm(
             write_json({k: v for k, v in spec.items() if k not in ("lora", "quantize")}, Path(tmp) / ADAPTER_BASE)
         tok.save_pretrained(str(tmp))
         if lm is not None:
-            write_json({"base_loglik_weight": w}, Path(tmp) / READOUT)
+            write_json({"base_loglik_weight": w, "base_loglik_cap": cap}, Path(tmp) / READOUT)
             if str(base_dir).endswith(".json"):  # an hf spec: its hub id or path, and quantize: for the frozen copy
                 shutil.copyfile(base_dir, Path(tmp) / f"{REFERENCE}.json")
             else:  # a tiny base: a copy of its few hundred kB, so the proxy directory stands alone
@@ -188,26 +224,27 @@ def train_rm(
 
 
 def load_proxy(rm_dir: str | Path):
-    """A trained proxy as (model, tokenizer, frozen base LM or None, that LM's readout weight)."""
+    """A trained proxy as (model, tokenizer, frozen base LM or None, its `Readout`)."""
     import json
 
     tok = load_tokenizer(rm_dir)
     model = load_reward(rm_dir, pad_token_id=tok.pad_token_id).eval().requires_grad_(False)
     readout = Path(rm_dir) / READOUT
     if not readout.is_file():
-        return model, tok, None, 0.0
+        return model, tok, None, Readout()
     spec = Path(rm_dir) / f"{REFERENCE}.json"
     lm = load_causal(spec if spec.is_file() else Path(rm_dir) / REFERENCE, frozen=True).eval().requires_grad_(False)
-    return model, tok, lm, float(json.loads(readout.read_text())["base_loglik_weight"])
+    r = json.loads(readout.read_text())
+    return model, tok, lm, Readout(float(r["base_loglik_weight"]), r.get("base_loglik_cap"))
 
 
-def loglik_readout(lm, weight: float, tokenizer, prompts: list[str], completions: list[str]) -> np.ndarray | float:
+def loglik_readout(lm, readout: Readout, tokenizer, prompts: list[str], completions: list[str]) -> np.ndarray | float:
     """The base-likelihood part of a proxy's score (0 for a proxy without one)."""
     from .gold import completion_logprobs
 
     if lm is None:
         return 0.0
-    return weight * completion_logprobs(lm, tokenizer, prompts, completions, batch_size=256)
+    return readout.weight * soft_cap(completion_logprobs(lm, tokenizer, prompts, completions, batch_size=256), readout.cap)
 
 
 def score_texts(model, tokenizer, prompts: list[str], completions: list[str]) -> np.ndarray:
