@@ -56,6 +56,7 @@ def test_smoke_run_writes_every_proxy(smoke_run, smoke_config):
         row = table[(table["policy"] == p.parents[2].name) & (table["rm"] == p.parents[1].name)
                     & (table["data"] == int(p.parent.name[1:])) & (table["seed"] == int(p.name[1:]))]
         assert row["base_loglik_weight"].item() == pytest.approx(m["base_loglik_weight"])  # the smoke proxies have the readout
+        assert row["base_loglik_cap"].item() == pytest.approx(m["base_loglik_cap"])  # ... with a learned cap
         assert (p / "model.safetensors").exists()
         assert m["train_pairs"] == int(p.parent.name[1:])
     cmp = pd.read_parquet(smoke_run / "results" / "comparisons" / "p.parquet")
@@ -180,4 +181,11 @@ def test_readout_lr_reruns_only_the_proxies_whose_lr_it_changes(smoke_copy, smok
     write_config(smoke_copy, cfg)
     got = dry_run(smoke_copy)
     assert "results/rm/p/r2/n64/s0" in got and "results/base/r2" not in got
+    assert not any(p.startswith(("results/base", "results/pool", "results/comparisons", "results/gold")) for p in got)
+    # the readout's cap: turning it off reruns every proxy and what reads them, nothing upstream
+    cfg = copy.deepcopy(smoke_config)
+    cfg["rm_train"]["readout_cap"] = False
+    write_config(smoke_copy, cfg)
+    got = dry_run(smoke_copy)
+    assert {p for p in got if p.startswith("results/rm/")} == {str(d.relative_to(smoke_copy)) for d in (smoke_copy / "results/rm").glob("*/*/n*/s*")}
     assert not any(p.startswith(("results/base", "results/pool", "results/comparisons", "results/gold")) for p in got)

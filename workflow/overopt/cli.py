@@ -58,7 +58,7 @@ def cmd_train_rm(a):
     from .rm import train_rm
 
     train_rm(a.base, a.comparisons, a.out, a.data_size, a.seed, a.epochs, a.batch_size, a.lr, a.threads, a.base_loglik,
-             a.readout_lr, a.readout_cap_lr)
+             a.readout_lr, a.readout_cap)
 
 
 def cmd_rm_table(a):
@@ -363,8 +363,7 @@ def main(argv=None):
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--base-loglik", action="store_true", help="add the frozen base's log-likelihood readout")
     s.add_argument("--readout-lr", type=float, default=None, help="learning rate of the readout's weight (default: --lr)")
-    s.add_argument("--readout-cap-lr", type=float, default=None,
-                   help="learn a cap on the readout's log-likelihood at this learning rate (default: no cap)")
+    s.add_argument("--readout-cap", action="store_true", help="cap the readout's log-likelihood at a learned tau")
     s.set_defaults(fn=cmd_train_rm)
 
     s = sub.add_parser("rm-table", help="collect every proxy's metrics.json into one table")

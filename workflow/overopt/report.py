@@ -24,7 +24,9 @@ def rm_table(metrics_paths: list[str], out: str) -> pd.DataFrame:
         rows.append({"policy": m["policy"], "rm": m["rm"], "data": int(m["data"]), "seed": int(m["seed"]),
                      **{k: d[k] for k in ("params", "val_loss", "val_acc", "train_pairs", "seconds")},
                      # c of the base-likelihood readout; empty for a proxy scored by its head alone
-                     "base_loglik_weight": d.get("base_loglik_weight", float("nan"))})
+                     "base_loglik_weight": d.get("base_loglik_weight", float("nan")),
+                     # tau of its learned cap; empty where uncapped
+                     "base_loglik_cap": d.get("base_loglik_cap") if d.get("base_loglik_cap") is not None else float("nan")})
     df = pd.DataFrame(rows).sort_values(["policy", "params", "data", "seed"]).reset_index(drop=True)
     with atomic_file(out) as tmp:
         df.to_csv(tmp, index=False)

@@ -90,6 +90,21 @@ def logistic_scale(x: np.ndarray, iters: int = 50) -> float:
     return float(c)
 
 
+def warm_cap(llc: np.ndarray, llr: np.ndarray) -> tuple[float, float]:
+    """(c, tau) maximising sum log sigmoid(c (soft_cap(llc, tau) - soft_cap(llr, tau))): tau
+    from quantiles of the texts' log-likelihoods up to the likeliest (in effect no cap), c by
+    Newton at each. A grid, not gradient steps: the loss is flat in tau above the likeliest text."""
+    both = np.r_[llc, llr]
+    best = None
+    for tau in list(np.quantile(both, [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995])) + [float(both.max())]:
+        x = soft_cap(llc, tau) - soft_cap(llr, tau)
+        c = logistic_scale(x)
+        nll = float(np.mean(np.logaddexp(0.0, -c * x)))
+        if best is None or nll < best[0]:
+            best = (nll, c, float(tau))
+    return best[1], best[2]
+
+
 def evaluate(model, tokenizer, df: pd.DataFrame, lm=None, readout: Readout = Readout()) -> dict:
     """Validation BT loss and accuracy against the (noise-free) gold labels."""
     chosen, rejected = chosen_rejected(df.assign(label=df["gold_label"]))
@@ -114,7 +129,7 @@ def train_rm(
     threads: int,
     base_loglik: bool = False,
     readout_lr: float | None = None,
-    readout_cap_lr: float | None = None,
+    readout_cap: bool = False,
 ) -> dict:
     """One proxy: the base with a fresh scalar head on its last token, trained with the BT loss.
 
@@ -125,11 +140,11 @@ def train_rm(
     base knows about text, so a larger base (a better LM) makes a better proxy. The feature is
     constant in training (the base is frozen), so it is computed once per text, before the loop.
 
-    `readout_cap_lr` learns a cap on that feature with the head, at that lr: the score reads
-    c x min(loglik, tau), softened (`soft_cap`). tau starts at the likeliest training text, so that
-    no cap is imposed, and moves only as far as the pairs push it: down where texts likelier than
-    tau lose their comparisons (c > 0), up and out of the way where they win or c < 0
-    (docs/world.md, session 16)."""
+    `readout_cap` caps that feature: the score reads c x min(loglik, tau), softened (`soft_cap`),
+    tau learned with c. Texts far likelier than any fluent one (runs: "=====") are what an
+    uncapped readout rewards most, and the gold does not (docs/world.md, session 16). Both start
+    at the one-feature Bradley-Terry optimum (`warm_cap`), which leaves the feature uncapped where
+    the pairs do not ask for a cap."""
     seed_everything(seed, threads)
     df = pd.read_parquet(comparisons)
     train = train_subset(df, data_size)
@@ -146,25 +161,24 @@ def train_rm(
     if base_loglik:
         lm = load_causal(base_dir, frozen=True).eval().requires_grad_(False)
         llc, llr = (torch.tensor(x, dtype=torch.float32) for x in pair_logliks(lm, tok, train, train["label"].to_numpy()))
-        # warm start: the feature's weight alone, by 1-D logistic regression on the pairs; a scalar
-        # moved by Adam from 0 at lr 1e-3 for 125 steps could not travel further than ~0.1
-        weight = torch.nn.Parameter(torch.tensor(logistic_scale((llc - llr).numpy()), dtype=torch.float32))
-        log.info("base log-likelihood readout: warm-start weight %.3f", weight.item())
-        if readout_cap_lr:
-            tau = torch.nn.Parameter(torch.maximum(llc.max(), llr.max()).clone())
+        # warm start: the feature's weight (and cap) alone, by logistic regression on the pairs; a
+        # scalar moved by Adam from 0 at lr 1e-3 for 125 steps could not travel further than ~0.1
+        if readout_cap:
+            c0, t0 = warm_cap(llc.numpy(), llr.numpy())
+            tau = torch.nn.Parameter(torch.tensor(t0, dtype=torch.float32))
+        else:
+            c0 = logistic_scale((llc - llr).numpy())
+        weight = torch.nn.Parameter(torch.tensor(c0, dtype=torch.float32))
+        log.info("base log-likelihood readout: warm-start weight %.3f, cap %s", c0, "none" if tau is None else f"{t0:.3f}")
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = steps_per_epoch * epochs
     groups = [{"params": params}]
     if weight is not None:
         # Adam moves a lone scalar by about its lr each step whatever the gradient's size: at a small
         # base's lr 1e-2 the warm-started weight can random-walk far from its fit (docs/world.md, session 14)
-        groups.append({"params": [weight], "lr": readout_lr or lr})
-        params = params + [weight]
-    if tau is not None:
-        # tau is in nats per token and must travel from the likeliest text (a run: about -0.03)
-        # to where fluent text sits (about -1): Adam's ~lr per step at the readout's 1e-3 is too slow
-        groups.append({"params": [tau], "lr": readout_cap_lr})
-        params = params + [tau]
+        readout = [weight] + ([tau] if tau is not None else [])
+        groups.append({"params": readout, "lr": readout_lr or lr})
+        params = params + readout
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     # linear decay to zero over the run: one pass over the data, as in the paper
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(total, 1))

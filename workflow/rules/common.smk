@@ -83,9 +83,9 @@ def rm_readout_flags(name):
     that setting `rm_train.readout_lr` reruns only the proxies it changes."""
     if not CFG["rm_train"]["base_loglik"]:
         return ""
-    lr, cap = CFG["rm_train"].get("readout_lr"), CFG["rm_train"].get("readout_cap_lr")
+    lr = CFG["rm_train"].get("readout_lr")
     return ("--base-loglik" + (f" --readout-lr {lr:g}" if lr is not None and lr != rm_lr(name) else "")
-            + (f" --readout-cap-lr {cap:g}" if cap is not None else ""))
+            + (" --readout-cap" if CFG["rm_train"]["readout_cap"] else ""))
 
 
 def gpus(*names):
