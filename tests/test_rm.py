@@ -198,3 +198,21 @@ def test_readout_cap_is_learned_only_where_the_likeliest_texts_lose(tmp_path):
         completion_logprobs(ref, tok2, p8, comps[0][:8]), readout.cap)
     got_s = pd.read_parquet(tmp_path / "scores.parquet").sort_values(["prompt_id", "sample_id"])["proxy"].to_numpy()
     np.testing.assert_allclose(got_s, want - want.mean(), atol=1e-5)
+
+
+def test_warm_cap_recovers_a_known_cap_and_leaves_uncapped_data_alone():
+    from overopt.rm import soft_cap, warm_cap
+
+    rng = np.random.default_rng(0)
+    llc, llr = rng.normal(-2.0, 0.5, (2, 4000))
+    tau = float(np.quantile(np.r_[llc, llr], 0.8))
+    for cap, c_true in ((tau, 3.0), (None, 3.0)):
+        z = c_true * (soft_cap(llc, cap) - soft_cap(llr, cap))
+        y = rng.random(4000) < 1 / (1 + np.exp(-z))  # Bradley-Terry labels: True when the first text won
+        a, b = np.where(y, llc, llr), np.where(y, llr, llc)
+        c, t = warm_cap(a, b)
+        if cap is None:
+            assert t == np.max(np.r_[a, b])  # the top of the grid: no text is capped
+        else:
+            assert abs(t - tau) < 0.15, (t, tau)
+        assert abs(c - c_true) < 0.4, c
