@@ -21,8 +21,8 @@ from .util import Progress, atomic_dir, autocast, device, log, seed_everything, 
 
 READOUT = "readout.json"      # in a proxy's directory: the weight (and cap) of its base-likelihood feature
 REFERENCE = "reference"       # ... and the frozen base that feature is read from (a copy, or a spec file)
-# the cap's softness in nats per token: a hard min gives the cap no gradient from any text below it,
-# so a cap that starts above every training text could never move
+# the cap's softness in nats per token: under a hard min tau has no gradient unless some text lies
+# above it, so a cap warm-started at the likeliest text (no cap) could never come down in training
 CAP_SOFTNESS = 0.1
 
 
