@@ -27,9 +27,13 @@ CAP_SOFTNESS = 0.1
 
 
 class Readout(NamedTuple):
-    """A proxy's base-likelihood readout: weight x min(loglik, cap), soft; cap None = uncapped."""
+    """A proxy's base-likelihood readout: weight x min(loglik, cap), soft; cap None = uncapped.
+    Floats for a trained proxy, the learnable tensors while training."""
     weight: float = 0.0
     cap: float | None = None
+
+    def __call__(self, ll):
+        return self.weight * soft_cap(ll, self.cap)
 
 
 def soft_cap(ll, cap):
@@ -112,8 +116,7 @@ def evaluate(model, tokenizer, df: pd.DataFrame, lm=None, readout: Readout = Rea
     rr = torch.tensor(rewards(model, tokenizer, rejected))
     if lm is not None:
         llc, llr = pair_logliks(lm, tokenizer, df, df["gold_label"].to_numpy())
-        w = readout.weight
-        rc, rr = rc + w * torch.tensor(soft_cap(llc, readout.cap)), rr + w * torch.tensor(soft_cap(llr, readout.cap))
+        rc, rr = rc + torch.tensor(readout(llc)), rr + torch.tensor(readout(llr))
     return {"val_loss": bt_loss(rc, rr).item(), "val_acc": float(((rc > rr).float() + 0.5 * (rc == rr).float()).mean())}
 
 
@@ -179,6 +182,7 @@ def train_rm(
         readout = [weight] + ([tau] if tau is not None else [])
         groups.append({"params": readout, "lr": readout_lr or lr})
         params = params + readout
+    live = Readout(weight, tau)  # the readout on its learnable tensors
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     # linear decay to zero over the run: one pass over the data, as in the paper
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(total, 1))
@@ -195,7 +199,7 @@ def train_rm(
                 r = model(**enc).logits[:, 0].float()
             rc, rr = r[: len(idx)], r[len(idx) :]
             if weight is not None:
-                rc, rr = rc + weight * soft_cap(llc[idx], tau), rr + weight * soft_cap(llr[idx], tau)
+                rc, rr = rc + live(llc[idx]), rr + live(llr[idx])
             loss = bt_loss(rc, rr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -258,7 +262,7 @@ def loglik_readout(lm, readout: Readout, tokenizer, prompts: list[str], completi
 
     if lm is None:
         return 0.0
-    return readout.weight * soft_cap(completion_logprobs(lm, tokenizer, prompts, completions, batch_size=256), readout.cap)
+    return readout(completion_logprobs(lm, tokenizer, prompts, completions, batch_size=256))
 
 
 def score_texts(model, tokenizer, prompts: list[str], completions: list[str]) -> np.ndarray:
