@@ -53,7 +53,7 @@ def test_direct_gpt2_decoder_matches_the_hf_forward_and_generic_loop(monkeypatch
     tok = build_char_tokenizer(train + held)
     torch.manual_seed(0)
     model = GPT2LMHeadModel(models.tiny_config({"n_layer": 2, "n_embd": 32, "n_head": 4}, tok)).eval()
-    assert models._direct_gpt2(model)
+    assert models.direct_gpt2(model)
     x, y = torch.randint(4, 97, (5, 9)), torch.randint(4, 97, (5, 6))
     dec = models._GPT2Decoder(model, 5, 9 + 6)
     steps = [dec(x)] + [dec(y[:, t : t + 1]) for t in range(6)]
@@ -64,6 +64,45 @@ def test_direct_gpt2_decoder_matches_the_hf_forward_and_generic_loop(monkeypatch
 
     banned = banned_token_ids(tok)
     fast = models.sample(model, x, 20, banned=banned, generator=torch.Generator().manual_seed(1))
-    monkeypatch.setattr(models, "_direct_gpt2", lambda m: False)
+    monkeypatch.setenv("OVEROPT_ENGINE", "hf")
     slow = models.sample(model, x, 20, banned=banned, generator=torch.Generator().manual_seed(1))
     assert torch.equal(fast, slow)
+
+
+def test_direct_passes_equal_the_hf_forward_on_padded_batches_with_gradients(monkeypatch):
+    """The direct full-sequence passes (training, scoring, log-probs) give the HF model's numbers on
+    right-padded rows, for an LM and a reward model, and the same gradients; OVEROPT_ENGINE=hf
+    switches them off."""
+    import overopt.models as models
+    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    tok = build_char_tokenizer(corpus_split()[0])
+    torch.manual_seed(0)
+    cfg = models.tiny_config({"n_layer": 2, "n_embd": 32, "n_head": 4}, tok)
+    lm, rm = GPT2LMHeadModel(cfg), GPT2ForSequenceClassification(cfg)
+    assert lm.training and models.direct_gpt2(lm) and models.direct_gpt2(rm)  # zero dropout: training qualifies
+    ids = torch.randint(4, len(tok), (6, 15))
+    lengths = torch.tensor([15, 3, 9, 14, 1, 7])
+    mask = (torch.arange(15)[None] < lengths[:, None]).long()
+    ids = ids.masked_fill(mask == 0, tok.pad_token_id)
+
+    def run(model, fn):
+        model.zero_grad()
+        out = fn()
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters()]
+
+    real = mask.bool()
+    got_lm = run(lm, lambda: models.lm_logits(lm, ids)[real])
+    got_rm = run(rm, lambda: models.reward_forward(rm, ids, mask))
+    got_loss = models.next_token_loss(lm, ids[:1])
+    monkeypatch.setenv("OVEROPT_ENGINE", "hf")
+    assert not models.direct_gpt2(lm)
+    want_lm = run(lm, lambda: lm(input_ids=ids, attention_mask=mask).logits[real])
+    want_rm = run(rm, lambda: rm(input_ids=ids, attention_mask=mask).logits[:, 0])
+    torch.testing.assert_close(got_lm[0], want_lm[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_rm[0], want_rm[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(got_lm[1] + got_rm[1], want_lm[1] + want_rm[1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got_loss, lm(input_ids=ids[:1], labels=ids[:1]).loss, rtol=1e-5, atol=1e-6)
+    assert got_rm[0].std() > 0 and got_lm[0].std() > 0

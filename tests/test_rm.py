@@ -13,7 +13,7 @@ import pytest
 def test_rewards_by_prompt_equal_rewards_on_joined_texts(path, monkeypatch):
     # the tiny world's GPT-2 runs the written-out forward pass; every other model the HF cache path
     if path == "generic":
-        monkeypatch.setattr("overopt.rm._direct_gpt2", lambda *a: False)
+        monkeypatch.setenv("OVEROPT_ENGINE", "hf")
     tok = build_char_tokenizer(corpus_split()[0])
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2,

@@ -33,7 +33,7 @@ from .util import atomic_dir, autocast, log, write_json
 def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64) -> np.ndarray:
     """Mean log-probability per token of each completion given its prompt."""
     from .data import pad_ids, split_at_prompts
-    from .models import PROMPT_REUSE_MIN, _direct_gpt2, gpt2_logprobs_with_prefix
+    from .models import PROMPT_REUSE_MIN, direct_gpt2, gpt2_logprobs_with_prefix
 
     model.eval()
     out = np.zeros(len(prompts))
@@ -41,8 +41,7 @@ def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[
     # PPO evaluation (8 per prompt: 0.24 s against 0.45 s joined, measured): each distinct prompt
     # runs once for all of its completions. For comparison pairs batches of joined texts are
     # faster: one call per prompt would be a batch of 2, and made labelling 2x slower (measured).
-    if (_direct_gpt2(model) and not torch.is_autocast_enabled(model.device.type)
-            and len(prompts) >= PROMPT_REUSE_MIN * len(set(prompts))):
+    if direct_gpt2(model) and len(prompts) >= PROMPT_REUSE_MIN * len(set(prompts)):
         groups, rest = split_at_prompts(tokenizer, prompts, completions)
         for p_ids, idx, c_ids in groups:
             for b in range(0, len(idx), 4 * batch_size):
@@ -61,6 +60,7 @@ def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[
 def completion_logprobs_joined(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64) -> np.ndarray:
     """`completion_logprobs` on padded batches of the joined texts: any model, any tokenizer."""
     from .data import encode_texts
+    from .models import direct_gpt2, lm_logits
 
     model.eval()
     out = np.zeros(len(prompts))
@@ -79,7 +79,8 @@ def completion_logprobs_joined(model, tokenizer, prompts: list[str], completions
             mask[i, len(p) : len(s)] = True
         dev = model.device
         with autocast():
-            logits = model(input_ids=x.to(dev), attention_mask=attn.to(dev)).logits[:, :-1].float()
+            logits = (lm_logits(model, x.to(dev)) if direct_gpt2(model) else
+                      model(input_ids=x.to(dev), attention_mask=attn.to(dev)).logits.float())[:, :-1]
         lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None].to(dev))[..., 0]
         m = mask[:, 1:].float().to(dev)
         out[b : b + len(seqs)] = ((lp * m).sum(1) / m.sum(1).clamp(min=1)).cpu().numpy()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -98,6 +99,12 @@ def encode_corpus(text: str, tokenizer) -> torch.Tensor:
     return torch.tensor(encode_texts(tokenizer, [text])[0], dtype=torch.long)
 
 
+def next_token_loss(model, x: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each token given those before it (what `model(x, labels=x).loss` is)."""
+    logits = lm_logits(model, x[:, :-1])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+
+
 @torch.no_grad()
 def lm_loss(model, data: torch.Tensor, seq_len: int, n_windows: int, seed: int = 0) -> float:
     """Mean next-token loss (nats/token) over fixed random windows of `data`."""
@@ -107,7 +114,7 @@ def lm_loss(model, data: torch.Tensor, seq_len: int, n_windows: int, seed: int =
     model.eval()
     total = 0.0
     for chunk in x.split(64):
-        total += model(input_ids=chunk, labels=chunk).loss.item() * len(chunk)
+        total += next_token_loss(model, chunk).item() * len(chunk)
     return total / len(x)
 
 
@@ -146,7 +153,7 @@ def pretrain(
     for step in range(1, steps + 1):
         starts = torch.randint(0, len(train) - seq_len - 1, (batch_size,), generator=g)
         x = torch.stack([train[s : s + seq_len] for s in starts])
-        loss = model(input_ids=x, labels=x).loss
+        loss = next_token_loss(model, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -182,18 +189,99 @@ def banned_token_ids(tokenizer) -> list[int]:
 # (`gpt2_hidden_with_prefix`) when each prompt has at least this many completions on average.
 PROMPT_REUSE_MIN = 8
 
-# GPT-2 settings the direct decoder below implements; any other model, or a GPT-2 with other
-# attention variants, goes through the generic `model(..., past_key_values=...)` loop.
+# GPT-2 settings the direct forward passes below implement; any other model, or a GPT-2 with other
+# attention variants, goes through the Hugging Face forward pass.
 _GELU = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu": "none"}
+_DIRECT = ("GPT2LMHeadModel", "GPT2ForSequenceClassification")
 
 
-def _direct_gpt2(model, cls: str = "GPT2LMHeadModel") -> bool:
+def direct_gpt2(model) -> bool:
+    """Whether `model` is a float32 GPT-2 that the direct forward passes below compute exactly.
+
+    At the tiny world's sizes the Hugging Face forward pass spends as long building masks and
+    dispatching modules as in its matmuls; the direct passes are the matmuls (same weights, same
+    numbers to float rounding: tests/test_models.py). Dropout is honoured only by the HF pass, so a
+    model in training mode qualifies only when its dropout is zero (the tiny world's is).
+    `OVEROPT_ENGINE=hf` sends every model through the HF pass (to compare the two)."""
     import transformers
 
+    if os.environ.get("OVEROPT_ENGINE") == "hf":
+        return False
     c = model.config
-    return (type(model) is getattr(transformers, cls) and c.activation_function in _GELU and c.scale_attn_weights
+    return (any(type(model) is getattr(transformers, cls) for cls in _DIRECT)
+            and c.activation_function in _GELU and c.scale_attn_weights
             and not c.scale_attn_by_inverse_layer_idx and not c.reorder_and_upcast_attn
-            and all(p.dtype == torch.float32 for p in model.parameters()) and not model.training)
+            and (not model.training or c.resid_pdrop == c.embd_pdrop == c.attn_pdrop == 0)
+            and all(p.dtype == torch.float32 for p in model.parameters())
+            and not torch.is_autocast_enabled(model.device.type))
+
+
+def _qkv(blk, x, c, n, T):
+    """(q, k, v), each (n, H, T, D), of block `blk` on the residual stream x (n * T, C)."""
+    C, H = c.n_embd, c.n_head
+    h = F.layer_norm(x, (C,), blk.ln_1.weight, blk.ln_1.bias, blk.ln_1.eps)
+    return torch.addmm(blk.attn.c_attn.bias, h, blk.attn.c_attn.weight).view(n, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
+
+
+def _attn_out(blk, x, y):
+    """x plus the attention output y (n, H, T, D) projected back: the first residual add."""
+    n, H, T, D = y.shape
+    return x + torch.addmm(blk.attn.c_proj.bias, y.transpose(1, 2).reshape(n * T, H * D), blk.attn.c_proj.weight)
+
+
+def _mlp(blk, x, c):
+    """x plus the block's MLP of it: the second residual add."""
+    h = F.layer_norm(x, (c.n_embd,), blk.ln_2.weight, blk.ln_2.bias, blk.ln_2.eps)
+    h = F.gelu(torch.addmm(blk.mlp.c_fc.bias, h, blk.mlp.c_fc.weight), approximate=_GELU[c.activation_function])
+    return x + torch.addmm(blk.mlp.c_proj.bias, h, blk.mlp.c_proj.weight)
+
+
+def _ln_f(tr, h):
+    return F.layer_norm(h, (h.shape[-1],), tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)
+
+
+def gpt2_hidden(model, ids: torch.Tensor) -> torch.Tensor:
+    """Final hidden states (after ln_f), (B, T, C), of a GPT-2 on `ids` (B, T), right-padded or
+    not: causal attention keeps a row's padding out of its real positions, so those equal the HF
+    pass with an attention mask. Differentiable: training runs through it too."""
+    tr, c = model.transformer, model.config
+    B, T = ids.shape
+    x = (tr.wte.weight[ids] + tr.wpe.weight[:T]).view(B * T, c.n_embd)
+    for blk in tr.h:
+        q, k, v = _qkv(blk, x, c, B, T)
+        x = _mlp(blk, _attn_out(blk, x, F.scaled_dot_product_attention(q, k, v, is_causal=True)), c)
+    return _ln_f(tr, x.view(B, T, c.n_embd))
+
+
+def lm_logits(model, ids: torch.Tensor, start: int = 0, return_hidden: bool = False):
+    """A causal LM's logits (float32) at positions start.. of `ids`, and with `return_hidden` the
+    final hidden states there too; the direct pass where it applies (only the positions asked
+    for go through the unembedding), else the HF model."""
+    if direct_gpt2(model):
+        h = gpt2_hidden(model, ids)[:, start:]
+        logits = h @ model.lm_head.weight.T
+    else:
+        out = model(input_ids=ids, output_hidden_states=return_hidden)
+        logits = out.logits[:, start:]
+        h = out.hidden_states[-1][:, start:] if return_hidden else None
+    return (logits.float(), h) if return_hidden else logits.float()
+
+
+def last_token(ids: torch.Tensor, pad: int | None) -> torch.Tensor:
+    """Each row's last non-pad position: where a sequence classifier reads its score (as HF does)."""
+    if pad is None:
+        return torch.full((len(ids),), ids.shape[1] - 1, device=ids.device)
+    return (torch.arange(ids.shape[1], device=ids.device) * (ids != pad)).argmax(-1)
+
+
+def reward_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **extra) -> torch.Tensor:
+    """A reward model's score per row of right-padded `input_ids` (differentiable), through the
+    direct pass where it applies, else the HF model."""
+    if direct_gpt2(model):
+        h = gpt2_hidden(model, input_ids)
+        h = h[torch.arange(len(input_ids), device=h.device), last_token(input_ids, model.config.pad_token_id)]
+        return (h @ model.score.weight.T)[:, 0]
+    return model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits[:, 0].float()
 
 
 class _GPT2Decoder:
@@ -207,9 +295,7 @@ class _GPT2Decoder:
     def __init__(self, model, batch: int, max_len: int):
         c = model.config
         self.tr, self.head, self.c = model.transformer, model.lm_head.weight, c
-        self.H, self.D = c.n_head, c.n_embd // c.n_head
-        self.gelu = _GELU[c.activation_function]
-        self.k = self.tr.wte.weight.new_empty(c.n_layer, batch, self.H, max_len, self.D)
+        self.k = self.tr.wte.weight.new_empty(c.n_layer, batch, c.n_head, max_len, c.n_embd // c.n_head)
         self.v = torch.empty_like(self.k)
         self.pos = 0
 
@@ -221,9 +307,7 @@ class _GPT2Decoder:
         pos = torch.arange(p0, p0 + t, device=ids.device)
         x = (self.tr.wte.weight[ids] + self.tr.wpe.weight[pos]).view(B * t, C)
         for l, blk in enumerate(self.tr.h):
-            h = F.layer_norm(x, (C,), blk.ln_1.weight, blk.ln_1.bias, blk.ln_1.eps)
-            qkv = torch.addmm(blk.attn.c_attn.bias, h, blk.attn.c_attn.weight).view(B, t, 3, self.H, self.D)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, t, D)
+            q, k, v = _qkv(blk, x, self.c, B, t)
             self.k[l, :, :, p0 : p0 + t] = k
             self.v[l, :, :, p0 : p0 + t] = v
             keys, values = self.k[l, :, :, : p0 + t], self.v[l, :, :, : p0 + t]
@@ -231,14 +315,10 @@ class _GPT2Decoder:
                 y = F.scaled_dot_product_attention(q, keys, values, is_causal=True)
             else:  # one new token attends to everything before it: two batched matmuls beat the
                 # fused CPU kernel, which is built for long queries (measured 2.4x at T = 48)
-                y = torch.softmax(q @ keys.transpose(-1, -2) * self.D**-0.5, -1) @ values
-            x = x + torch.addmm(blk.attn.c_proj.bias, y.transpose(1, 2).reshape(B * t, C), blk.attn.c_proj.weight)
-            h = F.layer_norm(x, (C,), blk.ln_2.weight, blk.ln_2.bias, blk.ln_2.eps)
-            h = F.gelu(torch.addmm(blk.mlp.c_fc.bias, h, blk.mlp.c_fc.weight), approximate=self.gelu)
-            x = x + torch.addmm(blk.mlp.c_proj.bias, h, blk.mlp.c_proj.weight)
+                y = torch.softmax(q @ keys.transpose(-1, -2) * q.shape[-1] ** -0.5, -1) @ values
+            x = _mlp(blk, _attn_out(blk, x, y), self.c)
         self.pos = p0 + t
-        last = x.view(B, t, C)[:, -1]
-        return F.layer_norm(last, (C,), self.tr.ln_f.weight, self.tr.ln_f.bias, self.tr.ln_f.eps) @ self.head.T
+        return _ln_f(self.tr, x.view(B, t, C)[:, -1]) @ self.head.T
 
 
 def gpt2_hidden_with_prefix(model, prompt_ids: list[int], ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,36 +330,22 @@ def gpt2_hidden_with_prefix(model, prompt_ids: list[int], ids: torch.Tensor) -> 
     real tokens, so causal attention keeps it out of every real position. Same numbers as the HF
     forward pass on the joined text (tests/test_rm.py, tests/test_gold.py)."""
     tr, c = model.transformer, model.config
-    H, D, C = c.n_head, c.n_embd // c.n_head, c.n_embd
-    gelu = _GELU[c.activation_function]
+    C = c.n_embd
     B, t = ids.shape
     Tp = len(prompt_ids)
-
-    def mlp(blk, x):
-        h = F.layer_norm(x, (C,), blk.ln_2.weight, blk.ln_2.bias, blk.ln_2.eps)
-        h = F.gelu(torch.addmm(blk.mlp.c_fc.bias, h, blk.mlp.c_fc.weight), approximate=gelu)
-        return x + torch.addmm(blk.mlp.c_proj.bias, h, blk.mlp.c_proj.weight)
-
-    def qkv(blk, x, n, T):
-        h = F.layer_norm(x, (C,), blk.ln_1.weight, blk.ln_1.bias, blk.ln_1.eps)
-        return torch.addmm(blk.attn.c_attn.bias, h, blk.attn.c_attn.weight).view(n, T, 3, H, D).permute(2, 0, 3, 1, 4)
-
     p = torch.tensor(prompt_ids, device=ids.device)
     xp = tr.wte.weight[p] + tr.wpe.weight[:Tp]
     x = (tr.wte.weight[ids] + tr.wpe.weight[Tp : Tp + t]).view(B * t, C)
     # row i (completion position i) sees the whole prompt and completion positions 0..i
     mask = torch.ones(t, Tp + t, dtype=torch.bool, device=ids.device).tril(Tp)
     for blk in tr.h:
-        qp, kp, vp = qkv(blk, xp, 1, Tp)
-        yp = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
-        xp = mlp(blk, xp + torch.addmm(blk.attn.c_proj.bias, yp[0].transpose(0, 1).reshape(Tp, C), blk.attn.c_proj.weight))
-        q, k, v = qkv(blk, x, B, t)
-        keys = torch.cat([kp.expand(B, H, Tp, D), k], 2)
-        values = torch.cat([vp.expand(B, H, Tp, D), v], 2)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        x = mlp(blk, x + torch.addmm(blk.attn.c_proj.bias, y.transpose(1, 2).reshape(B * t, C), blk.attn.c_proj.weight))
-    ln = lambda h: F.layer_norm(h, (C,), tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)  # noqa: E731
-    return ln(xp[-1]), ln(x.view(B, t, C))
+        qp, kp, vp = _qkv(blk, xp, c, 1, Tp)
+        xp = _mlp(blk, _attn_out(blk, xp, F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)), c)
+        q, k, v = _qkv(blk, x, c, B, t)
+        keys = torch.cat([kp.expand(B, -1, -1, -1), k], 2)
+        values = torch.cat([vp.expand(B, -1, -1, -1), v], 2)
+        x = _mlp(blk, _attn_out(blk, x, F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)), c)
+    return _ln_f(tr, xp[-1]), _ln_f(tr, x.view(B, t, C))
 
 
 @torch.no_grad()
@@ -321,7 +387,7 @@ def sample(
     logits_bias = torch.zeros(model.config.vocab_size, device=prompt_ids.device)
     if banned:
         logits_bias[banned] = -float("inf")
-    if _direct_gpt2(model) and not torch.is_autocast_enabled(prompt_ids.device.type):
+    if direct_gpt2(model):
         step = _GPT2Decoder(model, prompt_ids.shape[0], prompt_ids.shape[1] + max_new_tokens - 1)
     else:
         past = None

@@ -51,14 +51,13 @@ class PPOConfig:
 
 def masked_logprobs(model, seq, n_prompt, banned, return_hidden=False):
     """Log-probs under the same support the sampler uses (special tokens masked out)."""
-    out = model(input_ids=seq, output_hidden_states=return_hidden)
-    logits = out.logits[:, n_prompt - 1 : -1].float()
+    from .models import lm_logits
+
+    logits, h = lm_logits(model, seq[:, :-1], n_prompt - 1, return_hidden=True)
     if banned:
         logits[..., banned] = -float("inf")
     lp = torch.log_softmax(logits, -1).gather(-1, seq[:, n_prompt:, None])[..., 0]
-    if return_hidden:
-        return lp, out.hidden_states[-1][:, n_prompt - 1 : -1]
-    return lp
+    return (lp, h) if return_hidden else lp
 
 
 def sampled_kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:

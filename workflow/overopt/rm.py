@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from .data import CharCodec, chosen_rejected, encode_texts, pad_ids, split_at_prompts, train_subset
 from .hf import ADAPTER_BASE, add_lora, read_spec, trainable_parameters
-from .models import (PROMPT_REUSE_MIN, _direct_gpt2, count_params, gpt2_rewards_with_prefix, load_causal, load_reward,
-                     load_tokenizer, read_metrics)
+from .models import (PROMPT_REUSE_MIN, count_params, direct_gpt2, gpt2_rewards_with_prefix, last_token, load_causal,
+                     load_reward, load_tokenizer, read_metrics, reward_forward)
 from .util import Progress, atomic_dir, autocast, device, log, seed_everything, write_json
 
 READOUT = "readout.json"      # in a proxy's directory: the weight (and cap) of its base-likelihood feature
@@ -63,7 +63,7 @@ def rewards(model, tokenizer, texts: list[str], batch_size: int = 64) -> np.ndar
     out = []
     with torch.inference_mode(), autocast():
         for b in range(0, len(texts), batch_size):
-            out.append(model(**encode(tokenizer, texts[b : b + batch_size])).logits[:, 0].float().cpu().numpy())
+            out.append(reward_forward(model, **encode(tokenizer, texts[b : b + batch_size])).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -196,7 +196,7 @@ def train_rm(
             idx = order[b * batch_size : (b + 1) * batch_size]
             enc = encode(tok, [chosen[i] for i in idx] + [rejected[i] for i in idx])
             with autocast():
-                r = model(**enc).logits[:, 0].float()
+                r = reward_forward(model, enc["input_ids"], enc.get("attention_mask"))
             rc, rr = r[: len(idx)], r[len(idx) :]
             if weight is not None:
                 rc, rr = rc + live(llc[idx]), rr + live(llr[idx])
@@ -292,7 +292,7 @@ def rewards_by_prompt(model, tokenizer, prompts: list[str], completions: list[st
     groups, rest = split_at_prompts(tokenizer, prompts, completions)
     if len(rest):
         out[rest] = rewards(model, tokenizer, [prompts[i] + completions[i] for i in rest])
-    direct = _direct_gpt2(model, "GPT2ForSequenceClassification") and not torch.is_autocast_enabled(device().type)
+    direct = direct_gpt2(model)
     pad = model.config.pad_token_id
     low = dtype != torch.float32
     body = copy.deepcopy(model).to(dtype) if direct and low else model
@@ -302,8 +302,7 @@ def rewards_by_prompt(model, tokenizer, prompts: list[str], completions: list[st
             if direct:  # plain float32 GPT-2 (the tiny world): the written-out forward pass
                 for b in range(0, len(idx), batch_size):
                     ids = pad_ids(comps[b : b + batch_size], pad)[0].to(device())
-                    # the position the HF model reads: the last non-pad token
-                    last = (torch.arange(ids.shape[1], device=ids.device) * (ids != pad)).argmax(-1)
+                    last = last_token(ids, pad)  # the position the HF model reads
                     out[idx[b : b + len(ids)]] = gpt2_rewards_with_prefix(model, p_ids, ids, last, body).float().cpu().numpy()
                 continue
             prefix = model(input_ids=torch.tensor([p_ids], device=device()), use_cache=True).past_key_values
