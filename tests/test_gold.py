@@ -88,7 +88,7 @@ def test_fluency_reuses_each_prompt_and_equals_the_joined_forward_pass(n_layer, 
 
     import overopt.models
     from overopt.data import build_char_tokenizer, corpus_split
-    from overopt.gold import completion_logprobs, completion_logprobs_joined
+    from overopt.models import completion_logprobs, completion_logprobs_joined
 
     calls = []
     direct = overopt.models.gpt2_logprobs_with_prefix
@@ -107,7 +107,7 @@ def test_fluency_reuses_each_prompt_and_equals_the_joined_forward_pass(n_layer, 
     got = completion_logprobs(model, tok, prompts, comps, batch_size=2)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.ptp(want) > 0.05
-    assert len(calls) == 3 * 40 // 8  # batches of 4 x batch_size per prompt; "" and "x" + "" go joined
+    assert len(calls) == 3 * 40 // 8  # batches of 4 x batch_size; "" and "x" + "" go joined
 
 
 def test_ngram_gold_builds_loads_and_prefers_corpus_like_text(tmp_path):

@@ -106,3 +106,30 @@ def test_direct_passes_equal_the_hf_forward_on_padded_batches_with_gradients(mon
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(got_loss, lm(input_ids=ids[:1], labels=ids[:1]).loss, rtol=1e-5, atol=1e-6)
     assert got_rm[0].std() > 0 and got_lm[0].std() > 0
+
+
+def test_prompts_of_one_length_share_a_prefix_batch_and_score_as_joined_texts():
+    """A PPO evaluation's shape (a few completions of many prompts of one length): the prompts run
+    together in one batch, each completion reading its own prompt, and log-probs and rewards equal
+    the joined texts' forward pass."""
+    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    import overopt.models as models
+    from overopt.data import prompt_batches, split_at_prompts
+    from overopt.rm import rewards, rewards_by_prompt
+
+    tok = build_char_tokenizer(corpus_split()[0])
+    torch.manual_seed(0)
+    cfg = models.tiny_config({"n_layer": 2, "n_embd": 32, "n_head": 4}, tok)
+    lm, rm = GPT2LMHeadModel(cfg).eval(), GPT2ForSequenceClassification(cfg).eval()
+    rng = np.random.default_rng(0)
+    heads = ["".join(rng.choice(list("abcdefgh ,."), 10)) for _ in range(12)]
+    prompts = [h for h in heads for _ in range(8)]
+    comps = ["".join(rng.choice(list("abcdefgh ,."), rng.integers(4, 9))) for _ in prompts]
+    batches = list(prompt_batches(split_at_prompts(tok, prompts, comps)[0], 40))
+    assert [len(b[0]) for b in batches] == [5, 5, 2]  # rows of several prompts share a batch
+    want = models.completion_logprobs_joined(lm, tok, prompts, comps)
+    np.testing.assert_allclose(models.completion_logprobs(lm, tok, prompts, comps, batch_size=10), want, atol=1e-5)
+    want = rewards(rm, tok, [p + c for p, c in zip(prompts, comps)])
+    np.testing.assert_allclose(rewards_by_prompt(rm, tok, prompts, comps, batch_size=40), want, atol=1e-5)
+    assert np.ptp(want) > 0

@@ -69,7 +69,7 @@ def test_base_loglik_readout_learns_what_the_frozen_base_knows(tmp_path):
     import pandas as pd
 
     from overopt.bon import score_proxy
-    from overopt.gold import completion_logprobs
+    from overopt.models import completion_logprobs
     from overopt.models import load_causal
     from overopt.rm import load_proxy, rewards, train_rm
 
@@ -139,7 +139,7 @@ def test_readout_cap_is_learned_only_where_the_likeliest_texts_lose(tmp_path):
     import torch
 
     from overopt.bon import score_proxy
-    from overopt.gold import completion_logprobs
+    from overopt.models import completion_logprobs
     from overopt.models import load_causal
     from overopt.rm import load_proxy, rewards, soft_cap, train_rm
 

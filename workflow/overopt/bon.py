@@ -118,10 +118,14 @@ def score_gold(pool: str, gold_dir: str, out: str, threads: int) -> None:
         res.to_parquet(tmp, index=False)
 
 
-def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int, dtype: str = "auto") -> None:
-    """Proxy on every pool sample, re-centred so the pool (pi_init) mean is 0, beside gold."""
+def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int, dtype: str = "auto",
+                loglik: str | None = None) -> None:
+    """Proxy on every pool sample, re-centred so the pool (pi_init) mean is 0, beside gold.
+    `loglik`: the proxy's base's log-likelihoods of the pool (`loglik.pool_table`), for its
+    readout; without it they are computed here, to the same numbers."""
     import pandas as pd
 
+    from .loglik import pool_logliks
     from .rm import load_proxy, loglik_readout, rewards_by_prompt
     from .util import log, native_bf16, resolve_dtype, seed_everything
 
@@ -134,7 +138,9 @@ def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int
         log.warning("bon.score_dtype: bfloat16 on a device without bf16 units: emulated, several times "
                     "slower than float32 (the 357k proxy: 853 s against 89 s, measured); `auto` avoids it")
     prompts, comps = df["prompt"].tolist(), df["completion"].tolist()
-    r = rewards_by_prompt(model, tok, prompts, comps, dtype=dt) + loglik_readout(lm, readout, tok, prompts, comps)
+    r = rewards_by_prompt(model, tok, prompts, comps, dtype=dt)
+    if lm is not None:
+        r = r + (readout(pool_logliks(loglik, df)) if loglik else loglik_readout(lm, readout, tok, prompts, comps))
     gold = pd.read_parquet(gold_scores)
     res = df[["prompt_id", "sample_id"]].assign(proxy=r - r.mean()).merge(gold[["prompt_id", "sample_id", "gold"]])
     write_scores(res, out, proxy_offset=float(r.mean()))

@@ -58,7 +58,7 @@ def cmd_train_rm(a):
     from .rm import train_rm
 
     train_rm(a.base, a.comparisons, a.out, a.data_size, a.seed, a.epochs, a.batch_size, a.lr, a.threads, a.base_loglik,
-             a.readout_lr, a.readout_cap)
+             a.readout_lr, a.readout_cap, a.loglik)
 
 
 def cmd_rm_table(a):
@@ -83,7 +83,19 @@ def cmd_score_gold(a):
 def cmd_score_proxy(a):
     from .bon import score_proxy
 
-    score_proxy(a.pool, a.gold_scores, a.rm, a.out, a.threads, a.dtype)
+    score_proxy(a.pool, a.gold_scores, a.rm, a.out, a.threads, a.dtype, a.loglik)
+
+
+def cmd_loglik_pairs(a):
+    from .loglik import pairs_table
+
+    pairs_table(a.base, a.comparisons, a.out, a.threads)
+
+
+def cmd_loglik_pool(a):
+    from .loglik import pool_table
+
+    pool_table(a.base, a.pool, a.out, a.threads)
 
 
 def cmd_bon_curve(a):
@@ -364,7 +376,17 @@ def main(argv=None):
     s.add_argument("--base-loglik", action="store_true", help="add the frozen base's log-likelihood readout")
     s.add_argument("--readout-lr", type=float, default=None, help="learning rate of the readout's weight (default: --lr)")
     s.add_argument("--readout-cap", action="store_true", help="cap the readout's log-likelihood at a learned tau")
+    s.add_argument("--loglik", default=None, help="the base's pair log-likelihoods (`overopt loglik-pairs`)")
     s.set_defaults(fn=cmd_train_rm)
+
+    for name, texts, what in (("loglik-pairs", "comparisons", "both completions of every comparison pair"),
+                              ("loglik-pool", "pool", "every sample of a best-of-n pool")):
+        s = sub.add_parser(name, help=f"log-likelihood under a frozen base of {what}")
+        s.add_argument("--base", required=True)
+        s.add_argument(f"--{texts}", required=True)
+        s.add_argument("--out", required=True)
+        s.add_argument("--threads", type=int, default=1)
+        s.set_defaults(fn=cmd_loglik_pairs if texts == "comparisons" else cmd_loglik_pool)
 
     s = sub.add_parser("rm-table", help="collect every proxy's metrics.json into one table")
     s.add_argument("--metrics", nargs="+", required=True)
@@ -397,6 +419,7 @@ def main(argv=None):
     s.add_argument("--rm", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
+    s.add_argument("--loglik", default=None, help="the base's pool log-likelihoods (`overopt loglik-pool`)")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_score_proxy)
 

@@ -204,6 +204,33 @@ def split_at_prompts(tokenizer, prompts: list[str], completions: list[str]):
     return out, np.array(rest, dtype=np.int64)
 
 
+def prompt_batches(groups, rows: int):
+    """`split_at_prompts` groups as batches of at most `rows` completions whose prompts share one
+    token length: (prompt ids (P, Tp) as lists, owner (B,): each row's prompt among them,
+    completion ids (B lists), indices (B,)). Many completions of one prompt (a pool) give batches
+    of that prompt alone; a few of many prompts (a PPO evaluation: 8 each) share a batch, so that
+    the model runs once for them all instead of once per prompt."""
+    by_len: dict[int, list] = {}
+    for g in groups:
+        by_len.setdefault(len(g[0]), []).append(g)
+    for _, gs in sorted(by_len.items()):
+        ps, owner, comps, idx = [], [], [], []
+        for p_ids, g_idx, g_comps in gs:
+            start = 0
+            while start < len(g_idx):
+                take = min(rows - len(idx), len(g_idx) - start)
+                ps.append(p_ids)
+                owner += [len(ps) - 1] * take
+                comps += g_comps[start : start + take]
+                idx += list(g_idx[start : start + take])
+                start += take
+                if len(idx) == rows:
+                    yield ps, np.array(owner), comps, np.array(idx)
+                    ps, owner, comps, idx = [], [], [], []
+        if idx:
+            yield ps, np.array(owner), comps, np.array(idx)
+
+
 def random_prompts(text: str, n: int, prompt_chars: int, rng: np.random.Generator) -> list[str]:
     """`n` prompts: windows of `prompt_chars` characters that start at a word boundary."""
     starts = np.array([m.end() for m in re.finditer(r" ", text[: len(text) - prompt_chars - 1])])

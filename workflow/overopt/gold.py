@@ -23,68 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .models import completion_logprobs
 from .util import atomic_dir, autocast, log, write_json
 
 
 # --------------------------------------------------------------------------- tiny gold terms
-
-
-@torch.no_grad()
-def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64) -> np.ndarray:
-    """Mean log-probability per token of each completion given its prompt."""
-    from .data import pad_ids, split_at_prompts
-    from .models import PROMPT_REUSE_MIN, direct_gpt2, gpt2_logprobs_with_prefix
-
-    model.eval()
-    out = np.zeros(len(prompts))
-    # the tiny world's reference on a best-of-n pool (thousands of completions per prompt) or a
-    # PPO evaluation (8 per prompt: 0.24 s against 0.45 s joined, measured): each distinct prompt
-    # runs once for all of its completions. For comparison pairs batches of joined texts are
-    # faster: one call per prompt would be a batch of 2, and made labelling 2x slower (measured).
-    if direct_gpt2(model) and len(prompts) >= PROMPT_REUSE_MIN * len(set(prompts)):
-        groups, rest = split_at_prompts(tokenizer, prompts, completions)
-        for p_ids, idx, c_ids in groups:
-            for b in range(0, len(idx), 4 * batch_size):
-                x, m = pad_ids(c_ids[b : b + 4 * batch_size], tokenizer.pad_token_id)
-                lp = gpt2_logprobs_with_prefix(model, p_ids, x.to(model.device)).cpu()
-                m = m.to(lp.dtype)
-                out[idx[b : b + len(x)]] = ((lp * m).sum(1) / m.sum(1)).double().numpy()
-        if len(rest):
-            out[rest] = completion_logprobs_joined(model, tokenizer, [prompts[i] for i in rest],
-                                                   [completions[i] for i in rest], batch_size)
-        return out
-    return completion_logprobs_joined(model, tokenizer, prompts, completions, batch_size)
-
-
-@torch.no_grad()
-def completion_logprobs_joined(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64) -> np.ndarray:
-    """`completion_logprobs` on padded batches of the joined texts: any model, any tokenizer."""
-    from .data import encode_texts
-    from .models import direct_gpt2, lm_logits
-
-    model.eval()
-    out = np.zeros(len(prompts))
-    for b in range(0, len(prompts), batch_size):
-        ps = encode_texts(tokenizer, prompts[b : b + batch_size])
-        cs = encode_texts(tokenizer, completions[b : b + batch_size])
-        seqs = [p + c for p, c in zip(ps, cs)]
-        width = max(len(s) for s in seqs)
-        pad = tokenizer.pad_token_id
-        x = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.bool)  # marks completion targets
-        attn = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, (p, s) in enumerate(zip(ps, seqs)):
-            x[i, : len(s)] = torch.tensor(s)
-            attn[i, : len(s)] = 1
-            mask[i, len(p) : len(s)] = True
-        dev = model.device
-        with autocast():
-            logits = (lm_logits(model, x.to(dev)) if direct_gpt2(model) else
-                      model(input_ids=x.to(dev), attention_mask=attn.to(dev)).logits.float())[:, :-1]
-        lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None].to(dev))[..., 0]
-        m = mask[:, 1:].float().to(dev)
-        out[b : b + len(seqs)] = ((lp * m).sum(1) / m.sum(1).clamp(min=1)).cpu().numpy()
-    return out
 
 
 class CharNGram:

@@ -311,7 +311,8 @@ def run_ppo(
                 y = sample(policy, x, completion_tokens, banned=banned, generator=g)
                 seq = torch.cat([x, y], 1)
                 old_logp, h = masked_logprobs(policy, seq, P, banned, return_hidden=True)
-                ref_logp = ref_logprobs(seq, P)
+                # pi_init's log-probs enter the reward only through the penalty
+                ref_logp = ref_logprobs(seq, P) if cfg.kl_penalty else old_logp
             old_v = value(h.float())  # the value head in float32, as in the updates below
             # ---- reward: proxy score of the whole text at the last token, KL penalty per token
             texts = decode_ids(tok, y.cpu())

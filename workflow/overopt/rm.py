@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .data import CharCodec, chosen_rejected, encode_texts, pad_ids, split_at_prompts, train_subset
+from .data import CharCodec, chosen_rejected, encode_texts, pad_ids, prompt_batches, split_at_prompts, train_subset
 from .hf import ADAPTER_BASE, add_lora, read_spec, trainable_parameters
 from .models import (PROMPT_REUSE_MIN, count_params, direct_gpt2, gpt2_rewards_with_prefix, last_token, load_causal,
                      load_reward, load_tokenizer, read_metrics, reward_forward)
@@ -67,13 +67,17 @@ def rewards(model, tokenizer, texts: list[str], batch_size: int = 64) -> np.ndar
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def pair_logliks(lm, tokenizer, df: pd.DataFrame, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean log-likelihood per token of the chosen and of the rejected completion under `lm`."""
-    from .gold import completion_logprobs
+def pair_logliks(lm_dir: str, df: pd.DataFrame, label: np.ndarray, table: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean log-likelihood per token of the chosen and of the rejected completion under the
+    frozen base `lm_dir`: looked up in `table` (`loglik.pairs_table`, made once for every proxy
+    of this base), or computed here."""
+    from .loglik import FrozenLM
+    from .loglik import pair_logliks as lookup
 
-    prompts = df["prompt"].tolist()
-    ll_a = completion_logprobs(lm, tokenizer, prompts, df["completion_a"].tolist(), batch_size=256)
-    ll_b = completion_logprobs(lm, tokenizer, prompts, df["completion_b"].tolist(), batch_size=256)
+    if table is not None:
+        return lookup(table, df, label)
+    lm, prompts = FrozenLM(lm_dir), df["prompt"].tolist()
+    ll_a, ll_b = lm(prompts, df["completion_a"].tolist()), lm(prompts, df["completion_b"].tolist())
     return np.where(label == 1, ll_a, ll_b), np.where(label == 1, ll_b, ll_a)
 
 
@@ -109,13 +113,15 @@ def warm_cap(llc: np.ndarray, llr: np.ndarray) -> tuple[float, float]:
     return best[1], best[2]
 
 
-def evaluate(model, tokenizer, df: pd.DataFrame, lm=None, readout: Readout = Readout()) -> dict:
-    """Validation BT loss and accuracy against the (noise-free) gold labels."""
+def evaluate(model, tokenizer, df: pd.DataFrame, lm_dir: str | None = None, readout: Readout = Readout(),
+             loglik: str | None = None) -> dict:
+    """Validation BT loss and accuracy against the (noise-free) gold labels; with `lm_dir`, the
+    proxy's score includes its readout of that base (log-likelihoods from the `loglik` table)."""
     chosen, rejected = chosen_rejected(df.assign(label=df["gold_label"]))
     rc = torch.tensor(rewards(model, tokenizer, chosen))
     rr = torch.tensor(rewards(model, tokenizer, rejected))
-    if lm is not None:
-        llc, llr = pair_logliks(lm, tokenizer, df, df["gold_label"].to_numpy())
+    if lm_dir is not None:
+        llc, llr = pair_logliks(lm_dir, df, df["gold_label"].to_numpy(), loglik)
         rc, rr = rc + torch.tensor(readout(llc)), rr + torch.tensor(readout(llr))
     return {"val_loss": bt_loss(rc, rr).item(), "val_acc": float(((rc > rr).float() + 0.5 * (rc == rr).float()).mean())}
 
@@ -133,6 +139,7 @@ def train_rm(
     base_loglik: bool = False,
     readout_lr: float | None = None,
     readout_cap: bool = False,
+    loglik: str | None = None,
 ) -> dict:
     """One proxy: the base with a fresh scalar head on its last token, trained with the BT loss.
 
@@ -147,7 +154,8 @@ def train_rm(
     tau learned with c. Texts far likelier than any fluent one (runs: "=====") are what an
     uncapped readout rewards most, and the gold does not (docs/world.md, session 16). Both start
     at the one-feature Bradley-Terry optimum (`warm_cap`), which leaves the feature uncapped where
-    the pairs do not ask for a cap."""
+    the pairs do not ask for a cap. `loglik`: the base's table of pair log-likelihoods
+    (`loglik.pairs_table`); without it they are computed here, to the same numbers."""
     seed_everything(seed, threads)
     df = pd.read_parquet(comparisons)
     train = train_subset(df, data_size)
@@ -160,10 +168,10 @@ def train_rm(
         model = add_lora(model, spec["lora"], "SEQ_CLS")
     params = trainable_parameters(model)
     chosen, rejected = chosen_rejected(train)
-    lm, weight, tau, llc, llr = None, None, None, None, None
+    weight, tau, llc, llr = None, None, None, None
     if base_loglik:
-        lm = load_causal(base_dir, frozen=True).eval().requires_grad_(False)
-        llc, llr = (torch.tensor(x, dtype=torch.float32) for x in pair_logliks(lm, tok, train, train["label"].to_numpy()))
+        llc, llr = (torch.tensor(x, dtype=torch.float32)
+                    for x in pair_logliks(base_dir, train, train["label"].to_numpy(), loglik))
         # warm start: the feature's weight (and cap) alone, by logistic regression on the pairs; a
         # scalar moved by Adam from 0 at lr 1e-3 for 125 steps could not travel further than ~0.1
         if readout_cap:
@@ -211,7 +219,7 @@ def train_rm(
     w = None if weight is None else float(weight.detach())
     cap = None if tau is None else float(tau.detach())
     metrics = {
-        **evaluate(model, tok, val, lm, Readout(w or 0.0, cap)),
+        **evaluate(model, tok, val, base_dir if base_loglik else None, Readout(w or 0.0, cap), loglik),
         "base_loglik_weight": w,
         "base_loglik_cap": cap,
         "params": n_params,
@@ -231,7 +239,7 @@ def train_rm(
         if spec.get("lora"):
             write_json({k: v for k, v in spec.items() if k not in ("lora", "quantize")}, Path(tmp) / ADAPTER_BASE)
         tok.save_pretrained(str(tmp))
-        if lm is not None:
+        if base_loglik:
             write_json({"base_loglik_weight": w, "base_loglik_cap": cap}, Path(tmp) / READOUT)
             if str(base_dir).endswith(".json"):  # an hf spec: its hub id or path, and quantize: for the frozen copy
                 shutil.copyfile(base_dir, Path(tmp) / f"{REFERENCE}.json")
@@ -258,11 +266,12 @@ def load_proxy(rm_dir: str | Path):
 
 def loglik_readout(lm, readout: Readout, tokenizer, prompts: list[str], completions: list[str]) -> np.ndarray | float:
     """The base-likelihood part of a proxy's score (0 for a proxy without one)."""
-    from .gold import completion_logprobs
+    from .loglik import BATCH_SIZE
+    from .models import completion_logprobs
 
     if lm is None:
         return 0.0
-    return readout(completion_logprobs(lm, tokenizer, prompts, completions, batch_size=256))
+    return readout(completion_logprobs(lm, tokenizer, prompts, completions, batch_size=BATCH_SIZE))
 
 
 def score_texts(model, tokenizer, prompts: list[str], completions: list[str]) -> np.ndarray:
@@ -298,13 +307,13 @@ def rewards_by_prompt(model, tokenizer, prompts: list[str], completions: list[st
     body = copy.deepcopy(model).to(dtype) if direct and low else model
     ctx = torch.autocast(device().type, dtype=dtype) if low and not direct else autocast()
     with torch.inference_mode(), ctx:
+        if direct:  # plain float32 GPT-2 (the tiny world): the written-out forward pass
+            for p_ids, owner, comps, idx in prompt_batches(groups, batch_size):
+                ids = pad_ids(comps, pad)[0].to(device())
+                last = last_token(ids, pad)  # the position the HF model reads
+                out[idx] = gpt2_rewards_with_prefix(model, p_ids, ids, last, body, owner).float().cpu().numpy()
+            groups = []
         for p_ids, idx, comps in groups:
-            if direct:  # plain float32 GPT-2 (the tiny world): the written-out forward pass
-                for b in range(0, len(idx), batch_size):
-                    ids = pad_ids(comps[b : b + batch_size], pad)[0].to(device())
-                    last = last_token(ids, pad)  # the position the HF model reads
-                    out[idx[b : b + len(ids)]] = gpt2_rewards_with_prefix(model, p_ids, ids, last, body).float().cpu().numpy()
-                continue
             prefix = model(input_ids=torch.tensor([p_ids], device=device()), use_cache=True).past_key_values
             for b in range(0, len(idx), batch_size):
                 ids, mask = pad_ids(comps[b : b + batch_size], pad)

@@ -54,15 +54,39 @@ rule score_gold:
         " --threads {threads} > {log} 2>&1"
 
 
+rule loglik_pool:
+    input:
+        base=lambda w: base_input(w.rm),
+        pool=f"{OUT}/pool/{{policy}}.parquet",
+    output:
+        f"{OUT}/loglik/{{policy}}/{{rm}}.pool.parquet",
+    params:
+        base=lambda w: base_path(w.rm),
+    log:
+        f"{OUT}/logs/loglik/{{policy}}/{{rm}}.pool.log",
+    benchmark:
+        f"{OUT}/benchmarks/loglik_pool/{{policy}}/{{rm}}.tsv"
+    threads: 1
+    priority: lambda w: 2 if any((w.policy, w.rm) == (p, r) for p, r, _ in RL_CELLS) else 1
+    resources:
+        mem_mb=mem("rm", base=4000),
+        runtime=runtime("rm", base=60),
+        gpu=lambda w: gpus(w.rm),
+    shell:
+        "overopt loglik-pool --base {params.base} --pool {input.pool} --out {output} --threads {threads} > {log} 2>&1"
+
+
 rule score_proxy:
     input:
         pool=f"{OUT}/pool/{{policy}}.parquet",
         gold_scores=f"{OUT}/pool/{{policy}}.gold.parquet",
         rm=f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}",
+        loglik=lambda w: loglik_input(w, "pool"),
     output:
         f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.parquet",
     params:
         dtype=CFG["bon"]["score_dtype"],
+        loglik=lambda w: "".join(f"--loglik {f}" for f in loglik_input(w, "pool")),
     log:
         f"{OUT}/logs/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.log",
     benchmark:
@@ -75,7 +99,7 @@ rule score_proxy:
         gpu=lambda w: gpus(w.rm),
     shell:
         "overopt score-proxy --pool {input.pool} --gold-scores {input.gold_scores} --rm {input.rm}"
-        " --out {output} --dtype {params.dtype} --threads {threads} > {log} 2>&1"
+        " --out {output} --dtype {params.dtype} {params.loglik} --threads {threads} > {log} 2>&1"
 
 
 rule bon_curve:

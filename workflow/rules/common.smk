@@ -88,6 +88,14 @@ def rm_readout_flags(name):
             + (" --readout-cap" if CFG["rm_train"]["readout_cap"] else ""))
 
 
+def loglik_input(wildcards, texts):
+    """The proxy base's log-likelihood table of the comparison pairs or the pool, for proxies with
+    the base-likelihood readout: made once per (policy, base), read by every seed and data size."""
+    if not CFG["rm_train"]["base_loglik"]:
+        return []
+    return [f"{OUT}/loglik/{wildcards.policy}/{wildcards.rm}.{texts}.parquet"]
+
+
 def gpus(*names):
     """Jobs on real-scale models ask for one GPU; the tiny world runs on CPU."""
     return 0 if all(is_tiny(n) for n in names) else 1

@@ -1,10 +1,34 @@
 # Proxy reward models: one per (policy, RM size, data size, seed), and their metrics table.
 
 
+rule loglik_pairs:
+    input:
+        base=lambda w: base_input(w.rm),
+        comparisons=f"{OUT}/comparisons/{{policy}}.parquet",
+    output:
+        f"{OUT}/loglik/{{policy}}/{{rm}}.pairs.parquet",
+    params:
+        base=lambda w: base_path(w.rm),
+    log:
+        f"{OUT}/logs/loglik/{{policy}}/{{rm}}.pairs.log",
+    benchmark:
+        f"{OUT}/benchmarks/loglik_pairs/{{policy}}/{{rm}}.tsv"
+    threads: 1
+    priority: 4
+    resources:
+        mem_mb=mem("rm", base=3000),
+        runtime=runtime("rm", base=30),
+        gpu=lambda w: gpus(w.rm),
+    shell:
+        "overopt loglik-pairs --base {params.base} --comparisons {input.comparisons} --out {output}"
+        " --threads {threads} > {log} 2>&1"
+
+
 rule train_rm:
     input:
         base=lambda w: base_input(w.rm),
         comparisons=f"{OUT}/comparisons/{{policy}}.parquet",
+        loglik=lambda w: loglik_input(w, "pairs"),
     output:
         directory(f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}"),
     params:
@@ -12,7 +36,7 @@ rule train_rm:
         epochs=CFG["rm_train"]["epochs"],
         batch_size=CFG["rm_train"]["batch_size"],
         lr=lambda w: rm_lr(w.rm),
-        readout=lambda w: rm_readout_flags(w.rm),
+        readout=lambda w: rm_readout_flags(w.rm) + "".join(f" --loglik {f}" for f in loglik_input(w, "pairs")),
     log:
         f"{OUT}/logs/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.log",
     benchmark:

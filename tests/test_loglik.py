@@ -1,0 +1,67 @@
+"""The base log-likelihood tables: a proxy trained and scored from them equals one that runs its
+base itself (the tables are a cache, not a change of numbers)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from overopt.data import corpus_split
+from test_rm import _tiny_base
+
+
+def _pairs(tmp_path, n=600, n_val=100):
+    text = corpus_split()[0]
+    rng = np.random.default_rng(1)
+    starts = rng.integers(0, len(text) - 40, (n, 3))
+    prompts = [text[s : s + 12] for s in starts[:, 0]]
+    a, b = [text[s : s + 12] for s in starts[:, 1]], [text[s : s + 12] for s in starts[:, 2]]
+    # labels half explained by a symbol count the head can see, half noise
+    score = np.array([sum(ch in ".,()" for ch in x) - sum(ch in ".,()" for ch in y) for x, y in zip(a, b)])
+    label = np.where(score + rng.normal(0, 1, n) > 0, 1, 0).astype(np.int8)
+    df = pd.DataFrame({"pair_id": range(n), "split": ["train"] * (n - n_val) + ["val"] * n_val, "prompt": prompts,
+                       "completion_a": a, "completion_b": b, "gold_a": 0.0, "gold_b": 0.0,
+                       "gold_label": label, "label": label})
+    df.to_parquet(tmp_path / "cmp.parquet")
+    return df
+
+
+def test_proxies_from_the_tables_equal_proxies_that_run_their_base(tmp_path):
+    from overopt.bon import score_proxy
+    from overopt.loglik import pairs_table, pool_table
+    from overopt.rm import train_rm
+
+    base, _ = _tiny_base(tmp_path, seed=0)
+    df = _pairs(tmp_path)
+    pairs_table(str(base), str(tmp_path / "cmp.parquet"), str(tmp_path / "ll.pairs.parquet"))
+    kw = dict(comparisons=str(tmp_path / "cmp.parquet"), seed=0, epochs=1, batch_size=16, lr=1e-3, threads=1,
+              base_loglik=True, readout_cap=True)
+    for n in (300, 500):  # a data size below the table's pairs reads a prefix of it
+        own = train_rm(str(base), out=str(tmp_path / f"own{n}"), data_size=n, **kw)
+        cached = train_rm(str(base), out=str(tmp_path / f"cached{n}"), data_size=n, loglik=str(tmp_path / "ll.pairs.parquet"), **kw)
+        for k in ("val_loss", "val_acc", "base_loglik_weight", "base_loglik_cap"):
+            assert cached[k] == pytest.approx(own[k], rel=1e-5, abs=1e-6), k
+        a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in (f"own{n}", f"cached{n}"))
+        for k in a:
+            np.testing.assert_allclose(b[k].numpy(), a[k].numpy(), rtol=1e-4, atol=1e-6)
+        assert json.loads((tmp_path / f"cached{n}" / "readout.json").read_text())["base_loglik_weight"] != 0
+
+    pool = pd.DataFrame({"prompt_id": np.repeat(np.arange(3), 16), "sample_id": np.tile(np.arange(16), 3),
+                         "prompt": np.repeat(df["prompt"].to_numpy()[:3], 16), "completion": df["completion_a"].to_numpy()[:48]})
+    pool.to_parquet(tmp_path / "pool.parquet")
+    pool[["prompt_id", "sample_id"]].assign(gold=0.0).to_parquet(tmp_path / "gold.parquet")
+    pool_table(str(base), str(tmp_path / "pool.parquet"), str(tmp_path / "ll.pool.parquet"))
+    args = (str(tmp_path / "pool.parquet"), str(tmp_path / "gold.parquet"), str(tmp_path / "cached500"))
+    score_proxy(*args, str(tmp_path / "own.parquet"), threads=1, dtype="float32")
+    score_proxy(*args, str(tmp_path / "cached.parquet"), threads=1, dtype="float32", loglik=str(tmp_path / "ll.pool.parquet"))
+    own, cached = (pd.read_parquet(tmp_path / f).sort_values(["prompt_id", "sample_id"]) for f in ("own.parquet", "cached.parquet"))
+    np.testing.assert_allclose(cached["proxy"].to_numpy(), own["proxy"].to_numpy(), rtol=0, atol=1e-6)
+    assert own["proxy"].std() > 0
+
+    # a table of other texts is refused, naming the file
+    pool.assign(prompt_id=pool["prompt_id"] + 10).to_parquet(tmp_path / "other.parquet")
+    pool_table(str(base), str(tmp_path / "other.parquet"), str(tmp_path / "ll.other.parquet"))
+    with pytest.raises(ValueError, match="ll.other.parquet"):
+        score_proxy(*args, str(tmp_path / "x.parquet"), threads=1, dtype="float32", loglik=str(tmp_path / "ll.other.parquet"))
