@@ -49,9 +49,11 @@ def read_jobs(workdir: str | Path) -> list[Job]:
         rec = json.loads(f.read_text())
         if rec.get("incomplete") or rec.get("starttime") is None or rec.get("endtime") is None:
             continue
-        key = (rec["rule"], rec.get("job_hash"), rec["starttime"])
+        # one record per output file: a job's records share its hash (their start times differ by microseconds)
+        key = (rec["rule"], rec.get("job_hash"))
         job = by_job.setdefault(key, Job(rec["rule"], [], list(rec.get("input") or []), rec["starttime"], rec["endtime"]))
         job.outputs.append(_decode(f.name))
+        job.start, job.end = min(job.start, rec["starttime"]), max(job.end, rec["endtime"])
     jobs = sorted(by_job.values(), key=lambda j: (j.start, j.rule))
     producer = {out.rstrip("/"): i for i, j in enumerate(jobs) for out in j.outputs}
     for i, j in enumerate(jobs):

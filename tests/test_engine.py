@@ -1,0 +1,59 @@
+"""The engine's fast paths against the Hugging Face forward pass (`OVEROPT_ENGINE=hf`), on small
+cases of each kind of number the study produces: a proxy, its pool scores, a PPO curve.
+
+Float rounding differs between the two (another order of the same sums), so they are compared
+within stated tolerances: 1e-5 relative for a proxy's metrics and scores, 1e-4 absolute for a
+PPO curve of 12 steps (its samples, drawn from the same seeds, coincide to the token)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from test_loglik import _pairs
+from test_ppo import _count_e, tiny_policy  # noqa: F401 (a fixture)
+from test_rm import _tiny_base
+
+
+def _both(monkeypatch, fn):
+    fast = fn("fast")
+    monkeypatch.setenv("OVEROPT_ENGINE", "hf")
+    slow = fn("hf")
+    monkeypatch.delenv("OVEROPT_ENGINE")
+    return fast, slow
+
+
+def test_a_proxy_and_its_pool_scores_equal_the_hf_paths(tmp_path, monkeypatch):
+    from overopt.bon import score_proxy
+    from overopt.rm import train_rm
+
+    base, _ = _tiny_base(tmp_path, seed=0)
+    df = _pairs(tmp_path)
+    kw = dict(comparisons=str(tmp_path / "cmp.parquet"), data_size=400, seed=0, epochs=1, batch_size=16, lr=1e-3,
+              threads=1, base_loglik=True, readout_cap=True)
+    fast, slow = _both(monkeypatch, lambda name: train_rm(str(base), out=str(tmp_path / name), **kw))
+    for k in ("val_loss", "val_acc", "base_loglik_weight", "base_loglik_cap"):
+        assert fast[k] == pytest.approx(slow[k], rel=1e-5, abs=1e-6), k
+
+    pool = pd.DataFrame({"prompt_id": np.repeat(np.arange(4), 12), "sample_id": np.tile(np.arange(12), 4),
+                         "prompt": np.repeat(df["prompt"].to_numpy()[:4], 12), "completion": df["completion_b"].to_numpy()[:48]})
+    pool.to_parquet(tmp_path / "pool.parquet")
+    pool[["prompt_id", "sample_id"]].assign(gold=0.0).to_parquet(tmp_path / "gold.parquet")
+    fast, slow = _both(monkeypatch, lambda name: score_proxy(
+        str(tmp_path / "pool.parquet"), str(tmp_path / "gold.parquet"), str(tmp_path / "fast"),
+        str(tmp_path / f"{name}.parquet"), threads=1, dtype="float32"))
+    fast, slow = (pd.read_parquet(tmp_path / f"{n}.parquet")["proxy"].to_numpy() for n in ("fast", "hf"))
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+    assert np.ptp(fast) > 0
+
+
+def test_a_ppo_curve_equals_the_hf_path(tiny_policy, monkeypatch):  # noqa: F811
+    from overopt.ppo import PPOConfig, run_ppo
+
+    d, prompts = tiny_policy
+    cfg = PPOConfig(steps=12, batch_size=16, minibatch_size=8, epochs=2, lr=3e-3, trust_kl=1.0, eval_every=4,
+                    eval_prompts=4, eval_samples=4, checkpoint_every=100, seed=0)
+    fast, slow = _both(monkeypatch, lambda name: run_ppo(
+        str(d / "policy"), _count_e, _count_e, str(d / f"{name}.csv"), str(d / f"ck_{name}"), prompts, prompts[:4], 8, cfg))
+    for k in ("kl", "gold", "proxy"):
+        np.testing.assert_allclose(fast[k].to_numpy(), slow[k].to_numpy(), rtol=0, atol=1e-4, err_msg=k)
+    assert fast["kl"].iloc[-1] > 0.05 and fast["proxy"].iloc[-1] != fast["proxy"].iloc[0]
