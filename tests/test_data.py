@@ -127,3 +127,32 @@ def test_split_at_prompts_keeps_what_follows_each_prompt_in_the_joined_tokens():
     for i, (p_ids, c) in seen.items():
         assert p_ids + c == encode_texts(tok, [prompts[i] + comps[i]])[0]
         assert c == encode_texts(tok, [comps[i]])[0]
+
+
+def test_pairs_sampled_then_labelled_equal_one_draw_of_both(tmp_path):
+    """The comparison set made in two jobs (sample, then label by the gold) is the one a single
+    job drawing prompts, samples, tie-breaks and label noise from one generator would make."""
+    from overopt.data import label_pairs, sample_pairs
+    from overopt.gold import build_gold, load_gold
+    from overopt.models import load_causal, load_tokenizer, sample_texts
+    from overopt.prompts import training_prompts
+    from test_rm import _tiny_base
+
+    train, held = corpus_split()
+    base, _ = _tiny_base(tmp_path, seed=0)
+    build_gold({"tiny": {"terms": {"count": 1.0, "fluency": 0.5}, "reward_chars": ".,e", "fluency_ngram": 3}},
+               str(tmp_path / "gold"), None, held, 8, 8, seed=0, train_text=train)
+    sample_pairs(str(base), str(tmp_path / "pairs.parquet"), 40, 10, 8, 8, batch_size=16, seed=3, threads=1)
+    label_pairs(str(tmp_path / "pairs.parquet"), str(tmp_path / "gold"), str(tmp_path / "cmp.parquet"), 0.2, threads=1)
+    got = pd.read_parquet(tmp_path / "cmp.parquet")
+
+    rng = np.random.default_rng(3)
+    prompts = training_prompts(None, 50, 8, rng)
+    both = sample_texts(load_causal(base), load_tokenizer(base), prompts + prompts, 8, 16, 3)
+    gold = load_gold(tmp_path / "gold")
+    ga, gb = gold.score(prompts, both[:50]), gold.score(prompts, both[50:])
+    want = make_pairs(prompts, both[:50], both[50:], ga, gb, 10, 0.2, rng)
+    g = np.concatenate([ga, gb])
+    want["gold_a"], want["gold_b"] = (want["gold_a"] - g.mean()) / g.std(), (want["gold_b"] - g.mean()) / g.std()
+    pd.testing.assert_frame_equal(got, want)
+    assert (got["label"] != got["gold_label"]).any()  # the noise draw ran, from the continued generator

@@ -47,11 +47,17 @@ def cmd_gold(a):
     build_gold(a.spec, a.out, a.reference, held, a.prompt_chars, a.completion_tokens, a.seed, train_text=train)
 
 
-def cmd_comparisons(a):
-    from .data import build_comparisons
+def cmd_pairs(a):
+    from .data import sample_pairs
 
-    build_comparisons(a.policy, a.gold, a.out, a.train_pairs, a.val_pairs, a.prompt_chars, a.completion_tokens,
-                      a.label_noise, a.batch_size, a.seed, a.threads, a.prompt_file)
+    sample_pairs(a.policy, a.out, a.train_pairs, a.val_pairs, a.prompt_chars, a.completion_tokens, a.batch_size, a.seed,
+                 a.threads, a.prompt_file)
+
+
+def cmd_comparisons(a):
+    from .data import label_pairs
+
+    label_pairs(a.pairs, a.gold, a.out, a.label_noise, a.threads)
 
 
 def cmd_train_rm(a):
@@ -348,18 +354,24 @@ def main(argv=None):
     s.add_argument("--seed", type=int, required=True)
     s.set_defaults(fn=cmd_gold)
 
-    s = sub.add_parser("comparisons", help="sample pi_init pairs and label them by gold")
+    s = sub.add_parser("pairs", help="sample two pi_init completions of each training prompt")
     s.add_argument("--policy", required=True)
-    s.add_argument("--gold", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--train-pairs", type=int, required=True)
     s.add_argument("--val-pairs", type=int, required=True)
     s.add_argument("--prompt-chars", type=int, required=True)
     s.add_argument("--completion-tokens", type=int, required=True)
-    s.add_argument("--label-noise", type=float, default=0.0)
     s.add_argument("--prompt-file", default=None, help="prompts table from `overopt prompts` (default: corpus)")
     s.add_argument("--batch-size", type=int, default=512)
     s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_pairs)
+
+    s = sub.add_parser("comparisons", help="label the sampled pairs by the gold")
+    s.add_argument("--pairs", required=True)
+    s.add_argument("--gold", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--label-noise", type=float, default=0.0)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_comparisons)
 

@@ -308,40 +308,66 @@ def save_tokenizer(text: str, out: Path) -> None:
     build_char_tokenizer(text).save_pretrained(str(out))
 
 
-def build_comparisons(
+PAIRS_META = b"overopt"  # parquet metadata of a pairs file: the label draw's generator state
+
+
+def sample_pairs(
     policy_dir: str,
-    gold_dir: str,
     out: str,
     train_pairs: int,
     val_pairs: int,
     prompt_chars: int,
     completion_tokens: int,
-    label_noise: float,
     batch_size: int,
     seed: int,
     threads: int,
     prompt_file: str | None = None,
-) -> dict:
-    """Pairs of pi_init completions per training prompt, labelled by the gold.
+) -> None:
+    """Two pi_init completions of each training prompt, unlabelled: the half of the comparison
+    set that needs only the policy, so that it is ready (and its base log-likelihoods too) by the
+    time the gold is. The generator that drew the prompts is saved with the pairs, and labelling
+    continues from it: the labelled set is what one job drawing both halves would make."""
+    import json
 
-    The policy samples in its own tokenizer; the gold scores the text (prompt + completion)."""
-    from .gold import load_gold
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from .models import load_causal, load_tokenizer, sample_texts
     from .prompts import training_prompts
-    from .util import atomic_file, log, seed_everything, write_json
+    from .util import atomic_file, seed_everything
 
     seed_everything(seed, threads)
     rng = np.random.default_rng(seed)
     n = train_pairs + val_pairs
     prompts = training_prompts(prompt_file, n, prompt_chars, rng)
     tok = load_tokenizer(policy_dir)
-    policy = load_causal(policy_dir)
-    both = sample_texts(policy, tok, prompts + prompts, completion_tokens, batch_size, seed)
-    a, b = both[:n], both[n:]
+    both = sample_texts(load_causal(policy_dir), tok, prompts + prompts, completion_tokens, batch_size, seed)
+    df = pd.DataFrame({"pair_id": np.arange(n), "prompt": prompts, "completion_a": both[:n], "completion_b": both[n:]})
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = {"rng": rng.bit_generator.state, "train_pairs": train_pairs, "val_pairs": val_pairs}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PAIRS_META: json.dumps(meta).encode()})
+    with atomic_file(out) as tmp:
+        pq.write_table(table, tmp)
+
+
+def label_pairs(pairs: str, gold_dir: str, out: str, label_noise: float, threads: int) -> dict:
+    """The pairs labelled by the gold (the gold-preferred completion wins), split train/validation."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from .gold import load_gold
+    from .util import atomic_file, log, seed_everything, write_json
+
+    seed_everything(0, threads)
+    meta = json.loads(pq.read_schema(pairs).metadata[PAIRS_META])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = meta["rng"]
+    df = pd.read_parquet(pairs)
+    prompts, a, b = df["prompt"].tolist(), df["completion_a"].tolist(), df["completion_b"].tolist()
     gold = load_gold(gold_dir)
-    ga = gold.score(prompts, a)
-    gb = gold.score(prompts, b)
-    df = make_pairs(prompts, a, b, ga, gb, val_pairs, label_noise, rng)
+    ga, gb = gold.score(prompts, a), gold.score(prompts, b)
+    df = make_pairs(prompts, a, b, ga, gb, meta["val_pairs"], label_noise, rng)
     # gold is standardised per policy: mean 0, std 1 over this policy's samples
     g = np.concatenate([ga, gb])
     norm = {"gold_mean": float(g.mean()), "gold_std": float(g.std())}
@@ -350,7 +376,8 @@ def build_comparisons(
     df.attrs.clear()
     with atomic_file(out) as tmp:
         df.to_parquet(tmp, index=False)
-    stats = {**norm, "pairs": n, "train_pairs": train_pairs, "val_pairs": val_pairs,
+    n = meta["train_pairs"] + meta["val_pairs"]
+    stats = {**norm, "pairs": n, "train_pairs": meta["train_pairs"], "val_pairs": meta["val_pairs"],
              "label_noise": label_noise, "flipped": int((df["label"] != df["gold_label"]).sum())}
     write_json(stats, Path(out).with_suffix(".json"))
     log.info("comparisons: %s", stats)

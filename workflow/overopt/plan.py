@@ -63,8 +63,10 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
     cmp = cfg["comparisons"]
     pairs = cmp["train_pairs"] + cmp["val_pairs"]
     for p in policies:
+        jobs["pairs"] += 1
         jobs["comparisons"] += 1
-        flops["comparisons"] += 2 * pairs * seq * (2 * P[p] + 2 * Pg)  # sample both, gold scores both
+        flops["pairs"] += 2 * pairs * seq * 2 * P[p]  # two samples per prompt
+        flops["comparisons"] += 2 * pairs * seq * 2 * Pg  # the gold scores both
     pool_samples = cfg["bon"]["prompts"] * cfg["bon"]["samples"]
     for p in {c[0] for c in (cells if bon else rl)}:
         jobs["pool"] += 1
@@ -72,19 +74,27 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
         flops["pool"] += pool_samples * seq * 2 * P[p]
         flops["score_gold"] += pool_samples * seq * 2 * Pg
     tr = cfg["rm_train"]
-    reads = 2 if tr.get("base_loglik") else 1  # the base-likelihood readout: one more forward pass per scored text
+    # the base-likelihood readout: one forward pass of each proxy base over its policy's pairs and
+    # pool (`loglik` tables, shared by every seed and data size), and one more per text PPO scores
+    reads = 2 if tr.get("base_loglik") else 1
+    pool_tokens = cfg["bon"]["prompts"] * prompt_tokens + pool_samples * cfg["world"]["completion_tokens"]
+    if tr.get("base_loglik"):
+        for p, r in sorted({(p, r) for p, r, _ in cells}):
+            jobs["loglik_pairs"] += 1
+            flops["loglik_pairs"] += 2 * pairs * seq * 2 * P[r]
+            if bon or any((p, r) == (p2, r2) for p2, r2, _ in rl):
+                jobs["loglik_pool"] += 1
+                flops["loglik_pool"] += pool_tokens * 2 * P[r]
     for (p, r, d), seeds in seeds_of.items():
         # a pool is scored by every proxy for best-of-n, else by those PPO runs use (their offset)
         scored = seeds if bon else rl_seeds(cfg, seeds) if (p, r, d) in rl else []
         for s in seeds:
             jobs["train_rm"] += 1
-            flops["train_rm"] += tr["epochs"] * 2 * d * seq * 6 * P[r] + (reads - 1) * 2 * d * seq * 2 * P[r]
-            flops["train_rm"] += reads * 2 * cmp["val_pairs"] * seq * 2 * P[r]
+            flops["train_rm"] += tr["epochs"] * 2 * d * seq * 6 * P[r] + 2 * cmp["val_pairs"] * seq * 2 * P[r]
             if s in scored:
                 jobs["score_proxy"] += 1
                 # each pool prompt is read once, its keys/values reused for its N completions
-                pool_tokens = cfg["bon"]["prompts"] * prompt_tokens + pool_samples * cfg["world"]["completion_tokens"]
-                flops["score_proxy"] += reads * pool_tokens * 2 * P[r]
+                flops["score_proxy"] += pool_tokens * 2 * P[r]
             if bon:
                 jobs["bon_curve"] += 1
     r_cfg = cfg["rl"]

@@ -4,7 +4,7 @@
 rule loglik_pairs:
     input:
         base=lambda w: base_input(w.rm),
-        comparisons=f"{OUT}/comparisons/{{policy}}.parquet",
+        comparisons=f"{OUT}/comparisons/{{policy}}.pairs.parquet",
     output:
         f"{OUT}/loglik/{{policy}}/{{rm}}.pairs.parquet",
     params:

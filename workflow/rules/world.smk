@@ -69,37 +69,57 @@ rule gold:
         " --seed {params.seed} > {log} 2>&1"
 
 
-rule comparisons:
+rule pairs:
     input:
         policy=lambda w: base_input(w.policy),
-        gold=f"{OUT}/gold",
         prompts=prompt_input(),
     output:
-        pairs=f"{OUT}/comparisons/{{policy}}.parquet",
-        stats=f"{OUT}/comparisons/{{policy}}.json",
+        f"{OUT}/comparisons/{{policy}}.pairs.parquet",
     params:
         policy=lambda w: base_path(w.policy),
         train_pairs=lambda w: comparison_pairs(w.policy),
         val_pairs=CFG["comparisons"]["val_pairs"],
-        label_noise=CFG["comparisons"]["label_noise"],
         batch_size=CFG["comparisons"]["batch_size"],
         seed=CFG["comparisons"]["seed"],
         prompt_chars=CFG["world"]["prompt_chars"],
         completion_tokens=CFG["world"]["completion_tokens"],
         prompts=prompt_flag,
     log:
+        f"{OUT}/logs/comparisons/{{policy}}.pairs.log",
+    benchmark:
+        f"{OUT}/benchmarks/pairs/{{policy}}.tsv"
+    threads: 1
+    priority: 4  # every proxy waits on its policy's comparisons; pool scoring only on the pool
+    resources:
+        mem_mb=mem("policy", base=4000),
+        runtime=runtime("policy", base=30),
+        gpu=lambda w: gpus(w.policy),
+    shell:
+        "overopt pairs --policy {params.policy} --out {output}"
+        " --train-pairs {params.train_pairs} --val-pairs {params.val_pairs}"
+        " --prompt-chars {params.prompt_chars} --completion-tokens {params.completion_tokens}"
+        " --batch-size {params.batch_size} --seed {params.seed} --threads {threads} {params.prompts} > {log} 2>&1"
+
+
+rule comparisons:
+    input:
+        pairs=f"{OUT}/comparisons/{{policy}}.pairs.parquet",
+        gold=f"{OUT}/gold",
+    output:
+        pairs=f"{OUT}/comparisons/{{policy}}.parquet",
+        stats=f"{OUT}/comparisons/{{policy}}.json",
+    params:
+        label_noise=CFG["comparisons"]["label_noise"],
+    log:
         f"{OUT}/logs/comparisons/{{policy}}.log",
     benchmark:
         f"{OUT}/benchmarks/comparisons/{{policy}}.tsv"
     threads: 1
-    priority: 4  # every proxy waits on its policy's comparisons; pool scoring only on the pool
+    priority: 4
     resources:
-        mem_mb=mem("policy", "gold", base=4000),
-        runtime=runtime("policy", "gold", base=30),
-        gpu=lambda w: gpus(w.policy),
+        mem_mb=mem("gold", base=4000),
+        runtime=runtime("gold", base=30),
+        gpu=1 if "hf" in CFG["gold"] else 0,
     shell:
-        "overopt comparisons --policy {params.policy} --gold {input.gold} --out {output.pairs}"
-        " --train-pairs {params.train_pairs} --val-pairs {params.val_pairs}"
-        " --prompt-chars {params.prompt_chars} --completion-tokens {params.completion_tokens}"
-        " --label-noise {params.label_noise} --batch-size {params.batch_size}"
-        " --seed {params.seed} --threads {threads} {params.prompts} > {log} 2>&1"
+        "overopt comparisons --pairs {input.pairs} --gold {input.gold} --out {output.pairs}"
+        " --label-noise {params.label_noise} --threads {threads} > {log} 2>&1"
