@@ -1,0 +1,34 @@
+"""The critical path and the predicted wall time, from Snakemake records written by hand."""
+
+import base64
+import json
+
+import pytest
+
+from overopt.jobtimes import critical_path, read_jobs, simulate
+
+
+def _record(meta, output, rule, inputs, start, end, job_hash):
+    name = base64.urlsafe_b64encode(output.encode()).decode().rstrip("=")
+    (meta / name).write_text(json.dumps({"rule": rule, "input": inputs, "starttime": start, "endtime": end,
+                                         "job_hash": job_hash, "incomplete": False}))
+
+
+def test_critical_path_and_schedule_of_a_known_graph(tmp_path):
+    meta = tmp_path / ".snakemake" / "metadata"
+    meta.mkdir(parents=True)
+    # a (10 s) -> dir b/ (5 s, two outputs) -> c (20 s, reads a file inside b/); d (12 s) and e (12 s) alone
+    _record(meta, "a", "a", [], 0, 10, 1)
+    _record(meta, "b", "b", ["a"], 10, 15, 2)
+    _record(meta, "b2", "b", ["a"], 10.000001, 15, 2)
+    _record(meta, "c", "c", ["b/x.json"], 15, 35, 3)
+    _record(meta, "d", "d", [], 0, 12, 4)
+    _record(meta, "e", "e", [], 12, 24, 5)
+    jobs = read_jobs(tmp_path)
+    assert sorted(j.rule for j in jobs) == ["a", "b", "c", "d", "e"]  # b's two outputs are one job
+    path = [jobs[i].rule for i in critical_path(jobs)]
+    assert path == ["a", "b", "c"]
+    assert simulate(jobs, 16) == pytest.approx(35)  # enough cores: the critical path
+    assert simulate(jobs, 1) == pytest.approx(59)  # one core: every job in turn
+    # two cores, longest chain first: a, b, c on one core, d then e on the other
+    assert simulate(jobs, 2) == pytest.approx(35)
