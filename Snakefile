@@ -1,11 +1,13 @@
 # overopt: scaling laws for reward model overoptimization (Gao, Schulman & Hilton 2022).
 # Wiring only: the science lives in the `overopt` package (workflow/overopt/).
+from snakemake.utils import min_version
 
-# A config given with --configfile replaces config.yaml instead of being merged into it: a merge
-# would mix the default study's tiny models and gold into a real-scale config.
-if not workflow.overwrite_configfiles:
+min_version("9.0")
 
-    configfile: "config.yaml"
+
+# A --configfile is merged into this one (an overlay, as in config/experiments/); a complete
+# config of its own (config/pythia.yaml) is given with --replace-workflow-config.
+configfile: "config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -102,3 +102,32 @@ def test_tiny_params_matches_built_model():
     spec = {"n_layer": 2, "n_embd": 32, "n_head": 4}
     model = GPT2LMHeadModel(tiny_config(spec, tok))
     assert tiny_params(spec, vocab=len(tok)) == count_params(model)
+
+
+CONFIGS = sorted(p for p in (ROOT / "config").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_config_file_validates(path):
+    """config/experiments/ holds overlays on config.yaml (merged as Snakemake merges a
+    --configfile into the workflow's config); every other file is a complete config."""
+    from snakemake.utils import update_config
+
+    cfg = yaml.safe_load(path.read_text())
+    if path.parent.name == "experiments":
+        base = yaml.safe_load((ROOT / "config.yaml").read_text())
+        update_config(base, cfg)
+        cfg = base
+    validate(cfg)
+
+
+def test_an_overlay_changes_only_its_keys_in_snakemakes_merge(tmp_path):
+    """Snakemake merges a --configfile overlay into config.yaml: the W11 overlay's dry run has the
+    default study's jobs, in its own outdir, and its gold differs only in the runs weight."""
+    overlay = ROOT / "config" / "experiments" / "w11-runs-quarter.yaml"
+    r = snakemake_cmd(tmp_path, "--configfile", str(ROOT / "config.yaml"), str(overlay),
+                      "-n", "--printshellcmds")
+    assert r.returncode == 0, r.stderr[-2000:]
+    gold = next(line for line in r.stdout.splitlines() if line.strip().startswith("overopt gold "))
+    assert '"runs":-0.25' in gold and '"clumps":-0.8' in gold and '"fluency":0.5' in gold and "results-w11/gold" in gold
+    assert "results-w11/rl/lm-m/lm-l/n4000/kl0.05/s3.csv" in r.stdout

@@ -22,7 +22,7 @@ def test_pythia_config_dry_runs_with_the_expected_jobs(monkeypatch):
     cfg = validate(yaml.safe_load(PYTHIA.read_text()))
     assert cfg["gold"]["quantize"] == "4bit" and cfg["bon"]["samples"] == 12_500 and cfg["bon"]["prompts"] == 1000
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a dry run must not touch the hub
-    counts = _dry_run_counts("--configfile", str(PYTHIA))
+    counts = _dry_run_counts("--configfile", str(PYTHIA), "--replace-workflow-config")
     # 5 proxies x 4 data sizes x 1 seed; PPO on the 46k cell of each proxy x 2 KL penalties
     assert counts["train_rm"] == counts["score_proxy"] == counts["bon_curve"] == 20
     assert counts["ppo"] == 10 and counts["model_spec"] == 6 and counts["prompts"] == 1

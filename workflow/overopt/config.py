@@ -192,6 +192,9 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
                 if v not in config[axis]:
                     raise ConfigError(f"config key 'subgrids[{j}].{axis}[{i}]': {v!r} is not one of {axis}")
     gold = config["gold"]
+    for key in ("reference", "fluency_ngram"):  # null: unset (an overlay cannot delete a key)
+        if "tiny" in gold and key in gold["tiny"] and gold["tiny"][key] is None:
+            del gold["tiny"][key]
     if "tiny" in gold and gold["tiny"].get("count_over") and gold["tiny"].get("count_cap") is None:
         raise ConfigError("config key 'gold.tiny.count_over': needs gold.tiny.count_cap, the count past which it applies")
     if "tiny" in gold and "fluency" in gold["tiny"]["terms"]:
