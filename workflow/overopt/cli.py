@@ -281,6 +281,12 @@ def cmd_findings(a):
     return 1 if failed and not a.no_fail else 0
 
 
+def cmd_summary(a):
+    from .summary import write_summary
+
+    write_summary(a.out, a.findings, a.rm_metrics, a.bon, a.rl, a.scaling, a.benchmarks)
+
+
 def cmd_prompts(a):
     from .prompts import write_prompt_table
 
@@ -533,6 +539,16 @@ def main(argv=None):
     s.add_argument("--no-fail", action="store_true", help="exit 0 even when a finding fails")
     s.add_argument("--loss-n", type=int, default=64, help="the n at which gold is read against RM loss")
     s.set_defaults(fn=cmd_findings)
+
+    s = sub.add_parser("summary", help="results/summary.md: findings, seed-mean tables, job time by rule")
+    s.add_argument("--findings", required=True)
+    s.add_argument("--rm-metrics", required=True)
+    s.add_argument("--bon", default=None)
+    s.add_argument("--rl", default=None)
+    s.add_argument("--scaling", default=None)
+    s.add_argument("--benchmarks", nargs="*", default=[])
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_summary)
 
     add_hf_parsers(sub)
     a = p.parse_args(argv)

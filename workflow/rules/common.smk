@@ -164,6 +164,41 @@ def fig(name):
     return report(f"{OUT}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
 
 
+def pool_policies():
+    """The policies whose pool is sampled: every grid cell's for best-of-n, else the RL cells'."""
+    cells = grid_cells(CFG) if "bon" in CFG["methods"] else RL_CELLS
+    return sorted({p for p, _, _ in cells})
+
+
+def benchmark_files():
+    """The `benchmark:` file of every heavy job the study runs (read by the summary's timing table)."""
+    b = f"{OUT}/benchmarks"
+    cells = grid_cells(CFG)
+    policies = sorted({p for p, _, _ in cells})
+    used = set(policies) | {r for _, r, _ in cells} | ({GOLD_REF} if GOLD_REF else set())
+    files = [f"{b}/pretrain/{m}.tsv" for m in sorted(used) if is_tiny(m)]
+    files += [f"{b}/{rule}/{p}.tsv" for p in policies for rule in ("pairs", "comparisons")]
+    files += [f"{b}/{rule}/{p}.tsv" for p in pool_policies() for rule in ("pool", "score_gold")]
+    if CFG["rm_train"]["base_loglik"]:
+        pairs = sorted({(p, r) for p, r, _ in cells})
+        files += [f"{b}/loglik_pairs/{p}/{r}.tsv" for p, r in pairs]
+        files += [f"{b}/loglik_pool/{p}/{r}.tsv" for p, r in sorted({(p, r) for p, r, _ in scored_cells()})]
+    files += grid(f"{b}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv")
+    files += [d.replace(f"{OUT}/rm/", f"{b}/scores/") + ".tsv" for d in scored_rm_dirs()]
+    files += [r.replace(f"{OUT}/rl/", f"{b}/rl/").replace(".csv", ".tsv") for r in rl_runs()]
+    return files
+
+
+def scored_cells():
+    """The cells whose proxies score the pool: every cell for best-of-n, else the RL cells."""
+    return grid_cells(CFG) if "bon" in CFG["methods"] else rl_cells(CFG)
+
+
+def scored_rm_dirs():
+    """The proxies that score the pool: all of them for best-of-n, else those PPO runs use."""
+    return rm_dirs() if "bon" in CFG["methods"] else rl_rm_dirs()
+
+
 def all_targets():
     targets = [f"{OUT}/tables/rm_metrics.csv"]
     if "bon" in CFG["methods"]:
@@ -173,7 +208,7 @@ def all_targets():
     if len(CFG["reward_models"]) > 1:
         targets += [f"{OUT}/fits/scaling.csv"]
     if "bon" in CFG["methods"]:
-        targets += [f"{OUT}/fits/extrapolation.csv", f"{OUT}/findings.txt"]
+        targets += [f"{OUT}/fits/extrapolation.csv", f"{OUT}/findings.txt", f"{OUT}/summary.md"]
     if len(CFG["reward_models"]) > 2:
         targets += [f"{OUT}/fits/forecast.csv"]
     return targets
@@ -240,3 +275,4 @@ localrules:
     forecast,
     figures,
     findings,
+    summary,

@@ -56,3 +56,26 @@ rule findings:
     shell:
         # a FAIL is a result to read, not a broken job: --no-fail here, `overopt findings` exits 1
         "overopt findings --results {OUT} --policy-params {params.policy_params} --loss-n {params.loss_n} --out {output} --no-fail > {log} 2>&1"
+
+
+rule summary:
+    input:
+        findings=f"{OUT}/findings.txt",
+        rm_metrics=f"{OUT}/tables/rm_metrics.csv",
+        bon=f"{OUT}/fits/bon.csv",
+        rl=f"{OUT}/fits/rl.csv" if "rl" in CFG["methods"] else [],
+        scaling=f"{OUT}/fits/scaling.csv" if len(CFG["reward_models"]) > 1 else [],
+        benchmarks=benchmark_files(),
+    output:
+        report(f"{OUT}/summary.md", caption="../report/summary.rst", category="Findings"),
+    params:
+        optional=lambda w, input: " ".join(f"--{k} {input[k]}" for k in ("rl", "scaling") if input[k]),
+    log:
+        f"{OUT}/logs/summary.log",
+    threads: 1
+    resources:
+        mem_mb=mem(base=1000),
+        runtime=runtime(base=5),
+    shell:
+        "overopt summary --findings {input.findings} --rm-metrics {input.rm_metrics} --bon {input.bon}"
+        " {params.optional} --benchmarks {input.benchmarks} --out {output} > {log} 2>&1"
