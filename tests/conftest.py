@@ -25,14 +25,14 @@ def write_config(workdir: Path, cfg: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def smoke_config():
     return yaml.safe_load(SMOKE.read_text())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def smoke_run(tmp_path_factory, smoke_config):
-    """The whole smoke DAG through Snakemake itself, once per test session."""
+    """The whole smoke DAG through Snakemake itself, once per test run."""
     wd = tmp_path_factory.mktemp("smoke")
     write_config(wd, smoke_config)
     r = snakemake_cmd(wd, "--cores", "2")

@@ -12,7 +12,7 @@ import hf_world
 from conftest import snakemake_cmd, write_config
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def world(tmp_path_factory):
     return hf_world.build(tmp_path_factory.mktemp("hf_world"))
 

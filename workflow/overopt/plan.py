@@ -112,7 +112,7 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
     if len(cfg["reward_models"]) > 1:
         aggregate.append("scaling")
     if bon:
-        aggregate += ["figures", "findings"]
+        aggregate += ["figures", "findings", "summary"]
     if len(cfg["reward_models"]) > 2:
         aggregate.append("forecast")
     for rule in aggregate:

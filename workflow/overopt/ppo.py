@@ -236,7 +236,7 @@ def run_ppo(
     # the value head has its own learning rate: a zero-initialised linear head at the policy's
     # small lr stays near zero, the baseline is then little more than the batch mean, and the
     # noisier advantages spend KL on noise (default study, 357k proxy: gold by d 1.8 without a
-    # KL penalty 0.42 at the policy's lr, 0.60 at 3e-3; docs/world.md, session 11)
+    # KL penalty 0.42 at the policy's lr, 0.60 at 3e-3; docs/world.md, entry 11)
     opt = torch.optim.Adam([{"params": policy_params}, {"params": value_params, "lr": cfg.value_lr or cfg.lr}],
                            lr=cfg.lr, eps=1e-5)
     g = generator(cfg.seed)
@@ -334,7 +334,7 @@ def run_ppo(
                 # clip): each update then approximates a mirror-descent step, and the path from pi_init
                 # stays near the family pi_init exp(r / beta) that a KL penalty to pi_init converges to.
                 # Without it Adam's steps spend KL that buys neither proxy nor gold: gold by d 1.8
-                # 0.46 -> 0.89 (357k proxy, seed 0; docs/world.md, session 13)
+                # 0.46 -> 0.89 (357k proxy, seed 0; docs/world.md, entry 13)
                 trust = cfg.trust_kl * rollout_kl(logp, old_logp[mb]).mean() if cfg.trust_kl else 0.0
                 # value head on detached features: the value loss cannot move the policy
                 v_loss = F.mse_loss(value(hm.detach().float()), returns[mb])

@@ -145,14 +145,14 @@ def train_rm(
 
     `base_loglik` adds a second readout: c times the completion's mean log-likelihood per token
     under the proxy's own *frozen* base, c learned with the head. Fine-tuning a base into a
-    classifier leaves its language model unused by the head (docs/world.md, session 9: proxies of
+    classifier leaves its language model unused by the head (docs/world.md, entry 9: proxies of
     every size learned the same small weight on fluency); this readout hands the head what the
     base knows about text, so a larger base (a better LM) makes a better proxy. The feature is
     constant in training (the base is frozen), so it is computed once per text, before the loop.
 
     `readout_cap` caps that feature: the score reads c x min(loglik, tau), softened (`soft_cap`),
     tau learned with c. Texts far likelier than any fluent one (runs: "=====") are what an
-    uncapped readout rewards most, and the gold does not (docs/world.md, session 16). Both start
+    uncapped readout rewards most, and the gold does not (docs/world.md, entry 16). Both start
     at the one-feature Bradley-Terry optimum (`warm_cap`), which leaves the feature uncapped where
     the pairs do not ask for a cap. `loglik`: the base's table of pair log-likelihoods
     (`loglik.pairs_table`); without it they are computed here, to the same numbers."""
@@ -186,7 +186,7 @@ def train_rm(
     groups = [{"params": params}]
     if weight is not None:
         # Adam moves a lone scalar by about its lr each step whatever the gradient's size: at a small
-        # base's lr 1e-2 the warm-started weight can random-walk far from its fit (docs/world.md, session 14)
+        # base's lr 1e-2 the warm-started weight can random-walk far from its fit (docs/world.md, entry 14)
         readout = [weight] + ([tau] if tau is not None else [])
         groups.append({"params": readout, "lr": readout_lr or lr})
         params = params + readout
