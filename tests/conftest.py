@@ -1,3 +1,4 @@
+import contextlib
 import os
 import shutil
 import subprocess
@@ -46,3 +47,22 @@ def smoke_copy(smoke_run, tmp_path):
     wd = tmp_path / "wd"
     shutil.copytree(smoke_run, wd, symlinks=True)
     return wd
+
+
+@contextlib.contextmanager
+def killed_after(step: int):
+    """PPO killed right after it writes its checkpoint at `step`, as a scheduler would kill it."""
+    import overopt.ppo as ppo
+
+    real = ppo.save_checkpoint
+
+    def save(ckpt, s, *args, **kwargs):
+        real(ckpt, s, *args, **kwargs)
+        if s >= step:
+            raise KeyboardInterrupt(f"killed after step {s}")
+
+    ppo.save_checkpoint = save
+    try:
+        yield
+    finally:
+        ppo.save_checkpoint = real

@@ -7,6 +7,8 @@ CPU numbers, only repeat)."""
 import numpy as np
 import pandas as pd
 import pytest
+
+from conftest import killed_after
 import torch
 
 import hf_world
@@ -68,7 +70,7 @@ def test_models_are_placed_on_the_named_device(world, monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- GPU only
 
 
-def _ppo(world, tmp_path, name, lora, stop_after=None):
+def _ppo(world, tmp_path, name, lora):
     from overopt.ppo import PPOConfig, run_ppo
 
     spec = {"hf": world["policy"], **({"lora": {"r": 4, "alpha": 8}} if lora else {})}
@@ -78,7 +80,7 @@ def _ppo(world, tmp_path, name, lora, stop_after=None):
     cfg = PPOConfig(steps=4, batch_size=8, minibatch_size=4, epochs=1, lr=1e-2, eval_every=2, eval_prompts=4,
                     eval_samples=2, checkpoint_every=2, seed=0)
     return run_ppo(str(tmp_path / f"{name}.json"), reward, reward, str(tmp_path / f"{name}.csv"),
-                   str(tmp_path / f"{name}.ckpt"), prompts, prompts[:4], 6, cfg, threads=1, stop_after=stop_after)
+                   str(tmp_path / f"{name}.ckpt"), prompts, prompts[:4], 6, cfg, threads=1)
 
 
 @gpu
@@ -92,8 +94,8 @@ def test_ppo_on_the_gpu_is_seeded_and_resumes(world, tmp_path, monkeypatch, lora
     a = _ppo(world, tmp_path, "a", lora)
     b = _ppo(world, tmp_path, "b", lora)
     pd.testing.assert_frame_equal(a, b, rtol=1e-3)
-    with pytest.raises(KeyboardInterrupt):
-        _ppo(world, tmp_path, "c", lora, stop_after=2)
+    with pytest.raises(KeyboardInterrupt), killed_after(2):
+        _ppo(world, tmp_path, "c", lora)
     pd.testing.assert_frame_equal(a, _ppo(world, tmp_path, "c", lora), rtol=1e-3)
     assert np.isfinite(a.drop(columns="step").to_numpy()).all() and a["kl"].iloc[-1] != 0
 

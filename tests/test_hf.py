@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import hf_world
-from conftest import snakemake_cmd, write_config
+from conftest import snakemake_cmd, write_config, killed_after
 
 
 @pytest.fixture(scope="package")
@@ -199,7 +199,7 @@ def _spec(tmp_path, name, **spec):
     return str(tmp_path / f"{name}.json")
 
 
-def _toy_ppo(world, policy, tmp_path, out, steps=4, stop_after=None):
+def _toy_ppo(world, policy, tmp_path, out, steps=4):
     """A few PPO steps of the hf policy against a text reward (spaces in the completion)."""
     from overopt.ppo import PPOConfig, run_ppo
 
@@ -208,7 +208,7 @@ def _toy_ppo(world, policy, tmp_path, out, steps=4, stop_after=None):
     cfg = PPOConfig(steps=steps, batch_size=8, minibatch_size=4, epochs=1, lr=1e-2, eval_every=2, eval_prompts=4,
                     eval_samples=2, checkpoint_every=2, seed=0)
     return run_ppo(policy, reward, reward, str(tmp_path / out), str(tmp_path / f"{out}.ckpt"), prompts, prompts[:4],
-                   6, cfg, threads=1, stop_after=stop_after)
+                   6, cfg, threads=1)
 
 
 def test_killed_lora_ppo_run_resumes_to_the_same_csv(world, tmp_path):
@@ -217,8 +217,8 @@ def test_killed_lora_ppo_run_resumes_to_the_same_csv(world, tmp_path):
 
     policy = _spec(tmp_path, "p", hf=world["policy"], lora={"r": 4, "alpha": 8})
     whole = _toy_ppo(world, policy, tmp_path, "whole.csv")
-    with pytest.raises(KeyboardInterrupt):
-        _toy_ppo(world, policy, tmp_path, "part.csv", stop_after=2)
+    with pytest.raises(KeyboardInterrupt), killed_after(2):
+        _toy_ppo(world, policy, tmp_path, "part.csv")
     with safe_open(str(tmp_path / "part.csv.ckpt" / "policy.safetensors"), "pt") as f:
         keys = list(f.keys())
     assert keys and all("lora_" in k for k in keys), keys

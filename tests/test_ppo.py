@@ -4,6 +4,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
+from conftest import killed_after
 import torch
 
 from overopt.data import build_char_tokenizer, corpus_split
@@ -112,11 +114,11 @@ def _count_e(prompts, comps):
     return np.array([c.count("e") for c in comps], dtype=float)
 
 
-def _run(d, prompts, out, kl_penalty=0.0, steps=30, ckpt="ckpt", stop_after=None, inputs=()):
+def _run(d, prompts, out, kl_penalty=0.0, steps=30, ckpt="ckpt", inputs=()):
     cfg = PPOConfig(steps=steps, batch_size=32, minibatch_size=16, epochs=2, lr=3e-3, kl_penalty=kl_penalty,
                     eval_every=10, eval_prompts=8, eval_samples=4, checkpoint_every=10, seed=0)
     return run_ppo(str(d / "policy"), _count_e, _count_e, str(d / out), str(d / ckpt), prompts, prompts[:8], 8,
-                   cfg, threads=1, stop_after=stop_after, inputs=inputs)
+                   cfg, threads=1, inputs=inputs)
 
 
 def test_ppo_raises_a_toy_reward_and_a_large_kl_penalty_holds_it_near_pi_init(tiny_policy):
@@ -132,8 +134,8 @@ def test_ppo_raises_a_toy_reward_and_a_large_kl_penalty_holds_it_near_pi_init(ti
 def test_killed_run_resumes_to_the_same_csv(tiny_policy):
     d, prompts = tiny_policy
     whole = _run(d, prompts, "whole.csv", steps=20, ckpt="c_whole")
-    with pytest.raises(KeyboardInterrupt):
-        _run(d, prompts, "part.csv", steps=20, ckpt="c_part", stop_after=10)
+    with pytest.raises(KeyboardInterrupt), killed_after(10):
+        _run(d, prompts, "part.csv", steps=20, ckpt="c_part")
     assert not (d / "part.csv").exists() and (d / "c_part" / "meta.json").exists()
     resumed = _run(d, prompts, "part.csv", steps=20, ckpt="c_part")
     pd.testing.assert_frame_equal(whole, resumed)
@@ -147,8 +149,8 @@ def test_a_checkpoint_of_other_inputs_is_not_resumed(tiny_policy, tmp_path):
     d, prompts = tiny_policy
     proxy = tmp_path / "proxy.bin"
     proxy.write_bytes(b"old proxy")
-    with pytest.raises(KeyboardInterrupt):
-        _run(d, prompts, "x.csv", steps=20, ckpt="c_other", stop_after=10, inputs=(proxy,))
+    with pytest.raises(KeyboardInterrupt), killed_after(10):
+        _run(d, prompts, "x.csv", steps=20, ckpt="c_other", inputs=(proxy,))
     step10 = json.loads((d / "c_other" / "meta.json").read_text())
     assert step10["step"] == 10
     proxy.write_bytes(b"new proxy, retrained")

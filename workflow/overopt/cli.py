@@ -143,8 +143,8 @@ def cmd_ppo(a):
     pool = pd.read_parquet(a.pool, columns=["prompt_id", "prompt"]).drop_duplicates("prompt_id").sort_values("prompt_id")
     cfg = PPOConfig(**{k: getattr(a, k) for k in PPOConfig.__dataclass_fields__})
     run_ppo(a.policy, proxy_reward_fn(a.rm, proxy_offset(a.scores)), gold_score_fn(a.gold, a.pool_gold), a.out,
-            a.checkpoint, train_prompts, pool["prompt"].tolist(), a.completion_tokens, cfg, a.threads, a.stop_after,
-            inputs=(a.rm, a.scores, a.gold, a.pool_gold))
+            a.checkpoint, train_prompts, pool["prompt"].tolist(), a.completion_tokens, cfg, a.threads,
+            inputs=(a.rm, a.scores, a.gold, a.pool_gold), updates_out=a.updates)
 
 
 def cmd_fit_rl(a):
@@ -470,7 +470,7 @@ def main(argv=None):
         for k, f in PPOConfig.__dataclass_fields__.items():
             s.add_argument(f"--{k.replace('_', '-')}", type=type(f.default), default=f.default)
     s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--updates", default=None, help="also write the optimiser's diagnostics, one row per step, here")
     s.add_argument("--prompt-file", default=None, help="prompts table from `overopt prompts` (default: corpus)")
     s.set_defaults(fn=cmd_ppo)
 

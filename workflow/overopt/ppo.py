@@ -49,15 +49,21 @@ class PPOConfig:
 # --------------------------------------------------------------------------- log-probs and KL
 
 
-def masked_logprobs(model, seq, n_prompt, banned, return_hidden=False):
-    """Log-probs under the same support the sampler uses (special tokens masked out)."""
+def masked_logprobs(model, seq, n_prompt, banned, return_hidden=False, return_entropy=False):
+    """Log-probs under the same support the sampler uses (special tokens masked out); with
+    `return_entropy`, also the policy's entropy per completion token (a diagnostic, no gradient)."""
     from .models import lm_logits
 
     logits, h = lm_logits(model, seq[:, :-1], n_prompt - 1, return_hidden=True)
     if banned:
         logits[..., banned] = -float("inf")
-    lp = torch.log_softmax(logits, -1).gather(-1, seq[:, n_prompt:, None])[..., 0]
-    return (lp, h) if return_hidden else lp
+    logp_all = torch.log_softmax(logits, -1)
+    lp = logp_all.gather(-1, seq[:, n_prompt:, None])[..., 0]
+    out = (lp,) + ((h,) if return_hidden else ())
+    if return_entropy:
+        with torch.no_grad():
+            out += (torch.special.entr(logp_all.exp()).sum(-1),)
+    return out if len(out) > 1 else lp
 
 
 def sampled_kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
@@ -129,7 +135,7 @@ def inputs_fingerprint(paths, **settings) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(ckpt: Path, step: int, policy, value, opt, g, rng, rows, fingerprint: str = "") -> None:
+def save_checkpoint(ckpt: Path, step: int, policy, value, opt, g, rng, rows, fingerprint: str = "", updates=()) -> None:
     """Everything needed to continue bit-for-bit; safetensors and weights-only tensors only.
     A LoRA policy saves only what trains (its adapter): the base is the frozen pi_init."""
     from safetensors.torch import save_file, save_model
@@ -144,7 +150,7 @@ def save_checkpoint(ckpt: Path, step: int, policy, value, opt, g, rng, rows, fin
     save_file({k: v.cpu() for k, v in value.state_dict().items()}, str(tmp / "value.safetensors"))
     torch.save({"opt": opt.state_dict(), "torch_rng": g.get_state()}, tmp / "state.pt")
     (tmp / "meta.json").write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state, "rows": rows,
-                                                   "fingerprint": fingerprint}))
+                                                   "updates": list(updates), "fingerprint": fingerprint}))
     if ckpt.exists():
         shutil.rmtree(ckpt)
     tmp.rename(ckpt)
@@ -165,7 +171,7 @@ def load_checkpoint(ckpt: Path, policy, value, opt, g, rng):
     g.set_state(state["torch_rng"])
     meta = json.loads((ckpt / "meta.json").read_text())
     rng.bit_generator.state = meta["numpy_rng"]
-    return meta["step"], meta["rows"]
+    return meta["step"], meta["rows"], meta.get("updates", [])
 
 
 def proxy_reward_fn(rm_dir: str, offset: float):
@@ -198,8 +204,8 @@ def run_ppo(
     completion_tokens: int,
     cfg: PPOConfig,
     threads: int = 1,
-    stop_after: int | None = None,
     inputs: tuple = (),
+    updates_out: str | None = None,
 ) -> pd.DataFrame:
     """PPO on `reward_fn(prompts, completions) -> np.ndarray`, evaluated with `gold_fn` too.
 
@@ -207,6 +213,9 @@ def run_ppo(
     completion), each through its own tokenizer. A policy whose spec has `lora:` trains an
     adapter only, and its pi_init is the same weights with the adapter disabled (no second copy).
     `inputs`: the files behind `reward_fn` and `gold_fn`, part of the checkpoint's fingerprint.
+    `updates_out`: a CSV of the optimiser's diagnostics, one row per step (CleanRL's): approximate
+    KL to the rollout policy, clip fraction, policy and value loss, the trust-region term, entropy,
+    explained variance of the value head, and the gradient norm before clipping.
     """
     from .data import decode_ids, encode_texts
     from .hf import add_lora, read_spec, trainable_parameters
@@ -287,14 +296,14 @@ def run_ppo(
                 "proxy": float(ps.mean()), "proxy_se": float(ps.std(ddof=1) / np.sqrt(n))}
 
     ckpt = Path(ckpt_dir)
-    start, rows = 0, []
+    start, rows, updates = 0, [], []
     fingerprint = inputs_fingerprint([policy_dir, *inputs], cfg=asdict(cfg), completion_tokens=completion_tokens,
                                      train_prompts=list(train_prompts), eval_prompts=list(eval_prompts))
     if (ckpt / "meta.json").exists() and json.loads((ckpt / "meta.json").read_text()).get("fingerprint") != fingerprint:
         log.warning("%s: checkpoint of a run with other inputs or settings; starting over", ckpt)
         shutil.rmtree(ckpt)
     if (ckpt / "meta.json").exists():
-        start, rows = load_checkpoint(ckpt, policy, value, opt, g, rng)
+        start, rows, updates = load_checkpoint(ckpt, policy, value, opt, g, rng)
         log.info("resuming from checkpoint at step %d", start)
     else:
         rows.append(evaluate(0))
@@ -324,40 +333,54 @@ def run_ppo(
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         # ---- optimise: a few epochs of minibatch updates on the clipped objective
         policy.train()
+        diag = []
         for _ in range(cfg.epochs):
             order = torch.randperm(cfg.batch_size, generator=g, device=g.device)
             for mb in order.split(cfg.minibatch_size):
                 with autocast():
-                    logp, hm = masked_logprobs(policy, seq[mb], P, banned, return_hidden=True)
+                    logp, hm, ent = masked_logprobs(policy, seq[mb], P, banned, return_hidden=True, return_entropy=True)
                 pg_loss = clipped_policy_loss(logp, old_logp[mb], adv[mb], cfg.clip)
                 # trust region to the rollout policy (the PPO paper's KL-penalised objective, beside the
                 # clip): each update then approximates a mirror-descent step, and the path from pi_init
                 # stays near the family pi_init exp(r / beta) that a KL penalty to pi_init converges to.
                 # Without it Adam's steps spend KL that buys neither proxy nor gold: gold by d 1.8
                 # 0.46 -> 0.89 (357k proxy, seed 0; docs/world.md, entry 13)
-                trust = cfg.trust_kl * rollout_kl(logp, old_logp[mb]).mean() if cfg.trust_kl else 0.0
+                trust = cfg.trust_kl * rollout_kl(logp, old_logp[mb]).mean() if cfg.trust_kl else torch.zeros(())
                 # value head on detached features: the value loss cannot move the policy
                 v_loss = F.mse_loss(value(hm.detach().float()), returns[mb])
                 loss = pg_loss + trust + cfg.vf_coef * v_loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 # gradient clipping keeps one bad batch from wrecking a small policy
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 opt.step()
+                with torch.no_grad():
+                    log_r = logp.detach() - old_logp[mb]
+                    diag.append([float(((log_r.exp() - 1) - log_r).mean()),  # approx KL (CleanRL's k3)
+                                 float(((log_r.exp() - 1).abs() > cfg.clip).float().mean()),
+                                 float(pg_loss), float(v_loss), float(trust), float(ent.mean()), float(grad_norm)])
+        # explained variance of the rollout's value estimates: 1 is a perfect baseline, <= 0 none
+        var = returns.var()
+        d = np.mean(diag, 0)
+        updates.append({"step": step, "approx_kl": d[0], "clip_frac": d[1], "policy_loss": d[2], "value_loss": d[3],
+                        "trust_term": d[4], "entropy": d[5], "grad_norm": d[6],
+                        "explained_var": float(1 - (returns - old_v).var() / var) if var > 0 else float("nan"),
+                        "proxy": float(r_proxy.mean())})
         policy.eval()
         if step % cfg.eval_every == 0 or step == cfg.steps:
             rows.append(evaluate(step))
             log.info("step %d sample: %r", step, texts[0])
         prog(step, proxy=float(r_proxy.mean()), kl=rows[-1]["kl"], gold=rows[-1]["gold"])
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save_checkpoint(ckpt, step, policy, value, opt, g, rng, rows, fingerprint)
-            if stop_after is not None and step >= stop_after:
-                raise KeyboardInterrupt(f"stopped after step {step} (test hook)")
+            save_checkpoint(ckpt, step, policy, value, opt, g, rng, rows, fingerprint, updates)
     df = pd.DataFrame(rows)
     # the sampled KL estimate is unbiased but can dip below 0 near pi_init; d takes the clipped value
     df.insert(2, "d", np.sqrt(df["kl"].clip(lower=0.0)))
     df = df[["step", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]]
     log.info("ppo: %.3f steps/s over %d steps", (cfg.steps - start) / max(time.time() - t0, 1e-9), cfg.steps - start)
+    if updates_out:
+        with atomic_file(updates_out) as tmp:
+            pd.DataFrame(updates).to_csv(tmp, index=False)
     with atomic_file(out) as tmp:
         df.to_csv(tmp, index=False)
     shutil.rmtree(ckpt, ignore_errors=True)

@@ -11,7 +11,8 @@ rule ppo:
         scores=f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.parquet",
         prompts=prompt_input(),
     output:
-        f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.csv",
+        curve=f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.csv",
+        updates=f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.updates.csv",
     params:
         policy=lambda w: base_path(w.policy),
         # checkpoints live outside the target so that a killed run resumes instead of restarting
@@ -32,7 +33,7 @@ rule ppo:
         gpu=lambda w: gpus(w.policy, w.rm),
     shell:
         "overopt ppo --policy {params.policy} --rm {input.rm} --gold {input.gold} --pool {input.pool}"
-        " --pool-gold {input.pool_gold} --scores {input.scores} --out {output}"
+        " --pool-gold {input.pool_gold} --scores {input.scores} --out {output.curve} --updates {output.updates}"
         " --checkpoint {params.checkpoint} --prompt-chars {params.prompt_chars}"
         " --completion-tokens {params.completion_tokens} {params.args} --threads {threads} {params.prompts} > {log} 2>&1"
 
