@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from overopt.bon import bon_curve
-from overopt.data import build_char_tokenizer, corpus_split
+from overopt.estimator import bon_curve
+from overopt.text import build_char_tokenizer, corpus_split
 import overopt.models as models
 from overopt.models import banned_token_ids, sample, tiny_config
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from overopt.data import corpus_split
+from overopt.text import corpus_split
 
 
 def bpe_tokenizer(vocab_size: int, text: str):

@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from overopt.bon import bon_curve, bon_kl, bon_per_prompt, bon_weights, n_grid
+from overopt.estimator import bon_curve, bon_kl, bon_per_prompt, bon_weights, n_grid
 
 
 def brute_force(proxy, gold, n):

@@ -94,7 +94,7 @@ def test_shipped_configs_validate(smoke_config):
 
 
 def test_tiny_params_matches_built_model():
-    from overopt.data import build_char_tokenizer
+    from overopt.text import build_char_tokenizer
     from overopt.models import count_params, tiny_config
     from transformers import GPT2LMHeadModel
 

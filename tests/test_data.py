@@ -3,7 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from overopt.data import build_char_tokenizer, corpus_split, flip_labels, make_pairs, random_prompts, train_subset, chosen_rejected
+from overopt.text import build_char_tokenizer, corpus_split, random_prompts
+
+from overopt.comparisons import flip_labels, make_pairs, train_subset, chosen_rejected
 from overopt.rm import bt_loss
 
 
@@ -97,7 +99,7 @@ def _char_tok():
 def test_char_codec_encodes_and_decodes_exactly_as_the_tokenizer():
     """Table lookups give the tokenizer's ids on every text, including ones the fast path hands
     back to the tokenizer (line breaks, special-token strings) and characters outside the vocabulary."""
-    from overopt.data import CharCodec, decode_ids, encode_texts
+    from overopt.text import CharCodec, decode_ids, encode_texts
 
     tok = _char_tok()
     assert CharCodec.of(tok) is not None
@@ -111,7 +113,7 @@ def test_char_codec_encodes_and_decodes_exactly_as_the_tokenizer():
 
 
 def test_split_at_prompts_keeps_what_follows_each_prompt_in_the_joined_tokens():
-    from overopt.data import encode_texts, split_at_prompts
+    from overopt.text import encode_texts, split_at_prompts
 
     tok = _char_tok()
     prompts = ["the fox", "the fox", "dogs", "dogs", ""]
@@ -132,7 +134,7 @@ def test_split_at_prompts_keeps_what_follows_each_prompt_in_the_joined_tokens():
 def test_pairs_sampled_then_labelled_equal_one_draw_of_both(tmp_path):
     """The comparison set made in two jobs (sample, then label by the gold) is the one a single
     job drawing prompts, samples, tie-breaks and label noise from one generator would make."""
-    from overopt.data import label_pairs, sample_pairs
+    from overopt.comparisons import label_pairs, sample_pairs
     from overopt.gold import build_gold, load_gold
     from overopt.models import load_causal, load_tokenizer, sample_texts
     from overopt.prompts import training_prompts

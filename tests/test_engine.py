@@ -23,7 +23,7 @@ def _both(monkeypatch, fn):
 
 
 def test_a_proxy_and_its_pool_scores_equal_the_hf_paths(tmp_path, monkeypatch):
-    from overopt.bon import score_proxy
+    from overopt.pool import score_proxy
     from overopt.rm import train_rm
 
     base, _ = _tiny_base(tmp_path, seed=0)

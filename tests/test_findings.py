@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from overopt.bon import bon_kl, n_grid
+from overopt.estimator import bon_kl, n_grid
 from overopt.cli import main as cli
 from overopt.findings import check, first_d, measured_peak_d, penalty_beats_early_stopping, per_seed_penalty_gaps
 from overopt.fit import extrapolation_error, fit_curve, predict

@@ -87,7 +87,7 @@ def test_fluency_reuses_each_prompt_and_equals_the_joined_forward_pass(n_layer, 
     from transformers import GPT2Config, GPT2LMHeadModel
 
     import overopt.models
-    from overopt.data import build_char_tokenizer, corpus_split
+    from overopt.text import build_char_tokenizer, corpus_split
     from overopt.models import completion_logprobs, completion_logprobs_joined
 
     calls = []
@@ -111,7 +111,7 @@ def test_fluency_reuses_each_prompt_and_equals_the_joined_forward_pass(n_layer, 
 
 
 def test_ngram_gold_builds_loads_and_prefers_corpus_like_text(tmp_path):
-    from overopt.data import corpus_split
+    from overopt.text import corpus_split
     from overopt.gold import build_gold, load_gold
 
     train, held = corpus_split()

@@ -248,7 +248,7 @@ def test_proxy_scores_reuse_the_prompt_cache_only_where_bpe_splits_at_the_prompt
     reused prompt cache, and every number equals scoring the joined texts."""
     from overopt import rm
 
-    from overopt.data import CharCodec
+    from overopt.text import CharCodec
 
     tok, model, _ = _proxy_and_batch(world)
     assert CharCodec.of(tok) is None  # BPE goes through the tokenizer itself

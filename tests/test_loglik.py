@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from overopt.data import corpus_split
+from overopt.text import corpus_split
 from test_rm import _tiny_base
 
 
@@ -29,7 +29,7 @@ def _pairs(tmp_path, n=600, n_val=100):
 
 
 def test_proxies_from_the_tables_equal_proxies_that_run_their_base(tmp_path):
-    from overopt.bon import score_proxy
+    from overopt.pool import score_proxy
     from overopt.loglik import pairs_table, pool_table
     from overopt.rm import train_rm
 

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from overopt.data import build_char_tokenizer, corpus_split
+from overopt.text import build_char_tokenizer, corpus_split
 from overopt.models import banned_token_ids, load_causal, load_tokenizer, pretrain, sample_texts
 
 SPEC = {"n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 64}
@@ -115,7 +115,7 @@ def test_prompts_of_one_length_share_a_prefix_batch_and_score_as_joined_texts():
     from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 
     import overopt.models as models
-    from overopt.data import prompt_batches, split_at_prompts
+    from overopt.text import prompt_batches, split_at_prompts
     from overopt.rm import rewards, rewards_by_prompt
 
     tok = build_char_tokenizer(corpus_split()[0])

@@ -8,7 +8,7 @@ import pytest
 from conftest import killed_after
 import torch
 
-from overopt.data import build_char_tokenizer, corpus_split
+from overopt.text import build_char_tokenizer, corpus_split
 from overopt.models import banned_token_ids, pretrain, tiny_config
 from overopt.ppo import PPOConfig, clipped_policy_loss, gae, masked_logprobs, rollout_kl, run_ppo, sampled_kl
 

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from overopt.data import build_char_tokenizer, corpus_split
+from overopt.text import build_char_tokenizer, corpus_split
 from overopt.rm import rewards, rewards_by_prompt
 
 
@@ -68,7 +68,7 @@ def test_base_loglik_readout_learns_what_the_frozen_base_knows(tmp_path):
     last-token head alone does not; a saved proxy scores head + c x loglik with no base around."""
     import pandas as pd
 
-    from overopt.bon import score_proxy
+    from overopt.pool import score_proxy
     from overopt.models import completion_logprobs
     from overopt.models import load_causal
     from overopt.rm import load_proxy, rewards, train_rm
@@ -138,7 +138,7 @@ def test_readout_cap_is_learned_only_where_the_likeliest_texts_lose(tmp_path):
     import pandas as pd
     import torch
 
-    from overopt.bon import score_proxy
+    from overopt.pool import score_proxy
     from overopt.models import completion_logprobs
     from overopt.models import load_causal
     from overopt.rm import load_proxy, rewards, soft_cap, train_rm

@@ -4,7 +4,7 @@ import pytest
 
 from overopt.fit import fit_curve, predict
 from overopt.scaling import bon_n_for_kl, predict_peak, scaling_table
-from overopt.bon import bon_kl
+from overopt.estimator import bon_kl
 
 SIZES = [3e3, 1e4, 3e4, 1e5, 3e5]
 

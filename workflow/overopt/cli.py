@@ -25,14 +25,14 @@ def _json(s: str):
 
 
 def cmd_tokenizer(a):
-    from .data import corpus_split, save_tokenizer
+    from .text import corpus_split, save_tokenizer
 
     train, held = corpus_split()
     save_tokenizer(train + held, a.out)
 
 
 def cmd_pretrain(a):
-    from .data import corpus_split
+    from .text import corpus_split
     from .models import pretrain
 
     train, held = corpus_split()
@@ -40,7 +40,7 @@ def cmd_pretrain(a):
 
 
 def cmd_gold(a):
-    from .data import corpus_split
+    from .text import corpus_split
     from .gold import build_gold
 
     train, held = corpus_split()
@@ -48,14 +48,14 @@ def cmd_gold(a):
 
 
 def cmd_pairs(a):
-    from .data import sample_pairs
+    from .comparisons import sample_pairs
 
     sample_pairs(a.policy, a.out, a.train_pairs, a.val_pairs, a.prompt_chars, a.completion_tokens, a.batch_size, a.seed,
                  a.threads, a.prompt_file)
 
 
 def cmd_comparisons(a):
-    from .data import label_pairs
+    from .comparisons import label_pairs
 
     label_pairs(a.pairs, a.gold, a.out, a.label_noise, a.threads)
 
@@ -74,20 +74,20 @@ def cmd_rm_table(a):
 
 
 def cmd_pool(a):
-    from .bon import make_pool
+    from .pool import make_pool
 
     make_pool(a.policy, a.out, a.prompts, a.samples, a.prompt_chars, a.completion_tokens, a.batch_size, a.seed, a.threads,
               a.prompt_file)
 
 
 def cmd_score_gold(a):
-    from .bon import score_gold
+    from .pool import score_gold
 
     score_gold(a.pool, a.gold, a.out, a.threads)
 
 
 def cmd_score_proxy(a):
-    from .bon import score_proxy
+    from .pool import score_proxy
 
     score_proxy(a.pool, a.gold_scores, a.rm, a.out, a.threads, a.dtype, a.loglik)
 
@@ -105,7 +105,7 @@ def cmd_loglik_pool(a):
 
 
 def cmd_bon_curve(a):
-    from .bon import write_curve
+    from .estimator import write_curve
 
     write_curve(a.scores, a.out)
 
@@ -127,8 +127,8 @@ def cmd_fig_bon(a):
 def cmd_ppo(a):
     import pandas as pd
 
-    from .bon import proxy_offset
-    from .data import corpus_split, random_prompts
+    from .pool import proxy_offset
+    from .text import corpus_split, random_prompts
     import numpy as np
 
     from .ppo import PPOConfig, gold_score_fn, proxy_reward_fn, run_ppo
@@ -218,7 +218,7 @@ def cmd_figures(a):
     from .fit import extrapolation_error
     from .findings import main_policy, seed_mean_curves
     from .plots import (fig_data_size, fig_extrapolation, fig_max_gold, fig_policy_size, fig_rm_loss, load_curves,
-                        _params)
+                        with_params)
     from .util import atomic_file
 
     bon, bon_fits = load_curves(a.bon_curves), pd.read_csv(a.bon_fits)
@@ -229,11 +229,11 @@ def cmd_figures(a):
     fig_max_gold(bon_fits, a.fig10)
 
     # Fig. 26: fit on the left part of each seed-mean curve of the main policy, read the error at the end
-    curves = {"bon": _params(bon, bon_fits)}
+    curves = {"bon": with_params(bon, bon_fits)}
     max_d = {"bon": a.bon_max_d}
     if a.rl_runs:
         rl, rl_fits = load_curves(a.rl_runs), pd.read_csv(a.rl_fits)
-        curves["rl"] = _params(rl[rl["kl_penalty"] == 0], rl_fits)
+        curves["rl"] = with_params(rl[rl["kl_penalty"] == 0], rl_fits)
         max_d["rl"] = a.rl_max_d
     pol = main_policy(bon_fits)
     rows = []

@@ -96,7 +96,7 @@ def turnover(c: pd.DataFrame, drop_se: float | None = None) -> tuple[bool, str]:
 def paired_drop_se(results: Path, policy: str, rm: str, data: int, seeds: list[int], i_max: int) -> float | None:
     """SE over prompts of gold(best-of-n at grid point i_max) - gold(best-of-N), seed-averaged
     per prompt, from the scores files (None when they are not there)."""
-    from .bon import bon_per_prompt, n_grid, scores_matrix
+    from .estimator import bon_per_prompt, n_grid, scores_matrix
 
     per = []
     for s in seeds:

@@ -70,7 +70,7 @@ def fit_bon_table(scores: list[str], metrics: list[str], out: str, B: int = 200)
 
     import pandas as pd
 
-    from .bon import bon_kl, bon_per_prompt, n_grid, scores_matrix
+    from .estimator import bon_kl, bon_per_prompt, n_grid, scores_matrix
     from .util import atomic_file
 
     pat = re.compile(r"(?P<policy>[^/]+)/(?P<rm>[^/]+)/n(?P<data>\d+)/s(?P<seed>\d+)\.parquet$")

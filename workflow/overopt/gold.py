@@ -273,7 +273,7 @@ def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: st
     Term statistics are measured on held-out corpus continuations (not on any policy's
     samples), so the gold does not depend on which policies a study uses.
     """
-    from .data import random_prompts
+    from .text import random_prompts
 
     with atomic_dir(out) as tmp:
         if "hf" in spec:

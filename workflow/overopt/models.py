@@ -95,7 +95,7 @@ def load_reward(path: str | Path, dtype=torch.float32, pad_token_id: int | None 
 
 
 def encode_corpus(text: str, tokenizer) -> torch.Tensor:
-    from .data import encode_texts
+    from .text import encode_texts
 
     return torch.tensor(encode_texts(tokenizer, [text])[0], dtype=torch.long)
 
@@ -377,7 +377,7 @@ def gpt2_logprobs_with_prefix(model, prompt_ids, ids: torch.Tensor, owner=None) 
 @torch.no_grad()
 def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64) -> np.ndarray:
     """Mean log-probability per token of each completion given its prompt."""
-    from .data import pad_ids, prompt_batches, split_at_prompts
+    from .text import pad_ids, prompt_batches, split_at_prompts
 
     model.eval()
     out = np.zeros(len(prompts))
@@ -402,7 +402,7 @@ def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[
 @torch.no_grad()
 def completion_logprobs_joined(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64) -> np.ndarray:
     """`completion_logprobs` on padded batches of the joined texts: any model, any tokenizer."""
-    from .data import encode_texts
+    from .text import encode_texts
 
     model.eval()
     out = np.zeros(len(prompts))
@@ -483,7 +483,7 @@ def sample_texts(
     """Completions (as text) for each prompt; prompts are bucketed by token length, not padded."""
     g = generator(seed)
     banned = banned_token_ids(tokenizer)
-    from .data import decode_ids, encode_texts
+    from .text import decode_ids, encode_texts
 
     enc = encode_texts(tokenizer, prompts)
     by_len: dict[int, list[int]] = {}

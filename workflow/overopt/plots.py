@@ -73,7 +73,7 @@ def load_curves(paths: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _params(curves: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
+def with_params(curves: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
     return curves.merge(fits[["policy", "rm", "data", "seed", "rm_params"]].drop_duplicates(),
                         on=["policy", "rm", "data", "seed"])
 
@@ -93,8 +93,8 @@ def fig_bon_vs_rl(bon: pd.DataFrame, rl: pd.DataFrame, bon_fits: pd.DataFrame, r
     rl = rl[rl["kl_penalty"] == 0]
     data = max(set(bon["data"]) & set(rl["data"]))
     pol = sorted(bon["policy"].unique())[0]
-    b = _params(bon[(bon["data"] == data) & (bon["policy"] == pol)], bon_fits)
-    r = _params(rl[(rl["data"] == data) & (rl["policy"] == pol)], rl_fits)
+    b = with_params(bon[(bon["data"] == data) & (bon["policy"] == pol)], bon_fits)
+    r = with_params(rl[(rl["data"] == data) & (rl["policy"] == pol)], rl_fits)
     colors = size_colors(b["rm_params"].tolist() + r["rm_params"].tolist())
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.5))
     for params in sorted(colors):
@@ -118,7 +118,7 @@ def fig_bon_vs_rl(bon: pd.DataFrame, rl: pd.DataFrame, bon_fits: pd.DataFrame, r
 def fig_rl_kl(rl: pd.DataFrame, rl_fits: pd.DataFrame, out_pdf: str) -> None:
     """Figures 14-16: KL(pi || pi_init) against PPO step, per RM size and per KL penalty."""
     plt = style()
-    r = _params(rl, rl_fits)
+    r = with_params(rl, rl_fits)
     colors = size_colors(r["rm_params"].tolist())
     pens = sorted(r["kl_penalty"].unique())
     fig, axes = plt.subplots(1, len(pens), figsize=(2.6 * len(pens) + 0.6, 2.3), squeeze=False, sharey=True)
@@ -142,7 +142,7 @@ def fig_kl_penalty(rl: pd.DataFrame, rl_fits: pd.DataFrame, out_pdf: str) -> Non
     plt = style()
     import seaborn as sns
 
-    r = _params(rl, rl_fits)
+    r = with_params(rl, rl_fits)
     pens = sorted(r["kl_penalty"].unique())
     pal = dict(zip(pens, sns.color_palette("mako_r", n_colors=len(pens) + 1)[1:]))
     # a panel per RM size that the penalty sweep covers (rl.penalty_reward_models)
@@ -172,7 +172,7 @@ def fig_curves(curves: pd.DataFrame, fits: pd.DataFrame, form: str, out_pdf: str
     key = "n" if form == "bon" else "step"
     if "kl_penalty" in curves:
         curves, fits = curves[curves["kl_penalty"] == 0], fits[fits["kl_penalty"] == 0]
-    curves = _params(curves, fits)
+    curves = with_params(curves, fits)
     datas = sorted(curves["data"].unique())
     policies = sorted(curves["policy"].unique())
     colors = size_colors(curves["rm_params"].tolist())
@@ -219,7 +219,7 @@ def fig_scaling(fits: dict, table: pd.DataFrame, out_pdf: str) -> None:
     import seaborn as sns
 
     methods = list(fits)
-    from .scaling import _boot_lines
+    from .scaling import boot_lines
 
     rng = np.random.default_rng(0)
     fig, axes = plt.subplots(len(methods), 2, figsize=(5.6, 2.4 * len(methods)), squeeze=False,
@@ -245,7 +245,7 @@ def fig_scaling(fits: dict, table: pd.DataFrame, out_pdf: str) -> None:
                     ax.plot(xs, l["slope"] * np.log10(xs) + l["intercept"], "-", color=pal[data], lw=1)
                     # the band: pointwise 95% of the bootstrap replicate lines
                     rows = f[f["data"] == data].dropna(subset=[coef])
-                    boot = _boot_lines(rows, coef, 300, rng)
+                    boot = boot_lines(rows, coef, 300, rng)
                     ys = boot[:, :1] * np.log10(xs)[None, :] + boot[:, 1:]
                     lo, hi = np.percentile(ys, [2.5, 97.5], axis=0)
                     ax.fill_between(xs, lo, hi, color=pal[data], alpha=0.15, lw=0)
@@ -273,7 +273,7 @@ def fig_data_size(curves: pd.DataFrame, fits: pd.DataFrame, out_pdf: str) -> Non
     import seaborn as sns
 
     pol = main_policy(curves)
-    c = _params(curves[curves["policy"] == pol], fits)
+    c = with_params(curves[curves["policy"] == pol], fits)
     sizes = [p for p, g in c.groupby("rm_params") if g["data"].nunique() > 1] or sorted(c["rm_params"].unique())[-1:]
     datas = sorted(c["data"].unique())
     pal = dict(zip(datas, sns.color_palette("crest", n_colors=len(datas))))
@@ -463,7 +463,7 @@ def fig_forecast(forecast: pd.DataFrame, curves: dict, fits: dict, out_pdf: str)
         fc = forecast[forecast["method"] == method]
         pal = dict(zip(sorted(fc["data"].unique()), sns.color_palette("crest", n_colors=fc["data"].nunique())))
         key = "n" if method == "bon" else "step"
-        c = _params(curves[method], fits[method])
+        c = with_params(curves[method], fits[method])
         if "kl_penalty" in c:
             c = c[c["kl_penalty"] == 0]
         for _, row in fc.iterrows():

@@ -217,7 +217,7 @@ def run_ppo(
     KL to the rollout policy, clip fraction, policy and value loss, the trust-region term, entropy,
     explained variance of the value head, and the gradient norm before clipping.
     """
-    from .data import decode_ids, encode_texts
+    from .text import decode_ids, encode_texts
     from .hf import add_lora, read_spec, trainable_parameters
     from .models import banned_token_ids, load_causal, load_tokenizer, sample
 

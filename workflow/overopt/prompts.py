@@ -64,7 +64,7 @@ def prompt_split(table: str, split: str) -> list[str]:
 def training_prompts(table: str | None, n: int, prompt_chars: int, rng: np.random.Generator) -> list[str]:
     """`n` training prompts: drawn from the file's training split, or the tiny world's corpus windows."""
     if table is None:
-        from .data import corpus_split, random_prompts
+        from .text import corpus_split, random_prompts
 
         return random_prompts(corpus_split()[0], n, prompt_chars, rng)
     train = prompt_split(table, "train")
@@ -74,7 +74,7 @@ def training_prompts(table: str | None, n: int, prompt_chars: int, rng: np.rando
 def heldout_prompts(table: str | None, n: int, prompt_chars: int, rng: np.random.Generator) -> list[str]:
     """`n` held-out prompts: the file's first `n` held out, or corpus windows from held-out topics."""
     if table is None:
-        from .data import corpus_split, random_prompts
+        from .text import corpus_split, random_prompts
 
         return random_prompts(corpus_split()[1], n, prompt_chars, rng)
     return prompt_split(table, "heldout")[:n]

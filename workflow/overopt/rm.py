@@ -13,10 +13,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .data import CharCodec, chosen_rejected, encode_texts, pad_ids, prompt_batches, split_at_prompts, train_subset
+from .comparisons import chosen_rejected, train_subset
 from .hf import ADAPTER_BASE, add_lora, read_spec, trainable_parameters
 from .models import (PROMPT_REUSE_MIN, count_params, direct_gpt2, gpt2_rewards_with_prefix, last_token, load_causal,
                      load_reward, load_tokenizer, read_metrics, reward_forward)
+from .text import CharCodec, encode_texts, pad_ids, prompt_batches, split_at_prompts
 from .util import Progress, atomic_dir, autocast, device, log, seed_everything, write_json
 
 READOUT = "readout.json"      # in a proxy's directory: the weight (and cap) of its base-likelihood feature

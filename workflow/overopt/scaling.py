@@ -21,7 +21,7 @@ def fit_line(x, y) -> dict:
     return {"slope": float(slope), "intercept": float(intercept), "r2": float(1 - np.sum(resid**2) / ss) if ss > 0 else float("nan")}
 
 
-def _boot_lines(rows: pd.DataFrame, coef: str, B: int, rng) -> np.ndarray:
+def boot_lines(rows: pd.DataFrame, coef: str, B: int, rng) -> np.ndarray:
     """(B, 2) slopes and intercepts from resampling rows within each RM size."""
     groups = [g[coef].to_numpy() for _, g in rows.groupby("rm_params")]
     logp = np.log10(sorted(rows["rm_params"].unique()))
@@ -43,7 +43,7 @@ def scaling_table(fits: pd.DataFrame, method: str, B: int = 500, seed: int = 0) 
         means = g.groupby("rm_params")[["alpha", "beta"]].mean()
         for coef in ("alpha", "beta"):
             line = fit_line(np.log10(means.index.to_numpy()), means[coef])
-            boot = _boot_lines(g, coef, B, rng)
+            boot = boot_lines(g, coef, B, rng)
             lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
             rows.append({**dict(zip(keys, key)), "method": method, "coefficient": coef, **line,
                          "slope_lo": lo[0], "slope_hi": hi[0], "intercept_lo": lo[1], "intercept_hi": hi[1],
@@ -86,7 +86,7 @@ def predict_peak(fits: pd.DataFrame, method: str, rm_params: float, data: int, p
         g = g[g["policy"] == sizes.idxmax()]
     x = np.log10(rm_params)
     rng = np.random.default_rng(seed)
-    ba, bb = _boot_lines(g, "alpha", B, rng), _boot_lines(g, "beta", B, rng)
+    ba, bb = boot_lines(g, "alpha", B, rng), boot_lines(g, "beta", B, rng)
     means = g.groupby("rm_params")[["alpha", "beta"]].mean()
     la = fit_line(np.log10(means.index.to_numpy()), means["alpha"])
     lb = fit_line(np.log10(means.index.to_numpy()), means["beta"])

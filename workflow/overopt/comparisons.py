@@ -1,0 +1,151 @@
+"""The comparison data set: pairs of pi_init completions labelled by the gold, label noise, the
+train/validation split and the nested training subsets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def flip_labels(label: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Flip each hard label (1 = first completion preferred) with probability `noise`."""
+    if not 0.0 <= noise < 0.5:
+        raise ValueError(f"label_noise must be in [0, 0.5), got {noise}")
+    flips = rng.random(len(label)) < noise
+    return np.where(flips, 1 - label, label).astype(np.int8)
+
+
+def make_pairs(
+    prompts: list[str],
+    completions_a: list[str],
+    completions_b: list[str],
+    gold_a: np.ndarray,
+    gold_b: np.ndarray,
+    n_val: int,
+    label_noise: float,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Label pairs by gold (the gold-preferred completion wins) and split train/validation.
+
+    Ties in gold are broken at random. Label noise is applied to the training split only,
+    so validation accuracy measures agreement with the gold itself.
+    """
+    gold_a, gold_b = np.asarray(gold_a, float), np.asarray(gold_b, float)
+    label = np.where(gold_a == gold_b, rng.integers(0, 2, len(gold_a)), gold_a > gold_b).astype(np.int8)
+    n = len(prompts)
+    if not 0 < n_val < n:
+        raise ValueError(f"validation size {n_val} must be between 1 and the number of pairs ({n})")
+    split = np.array(["train"] * (n - n_val) + ["val"] * n_val)
+    noisy = label.copy()
+    tr = split == "train"
+    noisy[tr] = flip_labels(label[tr], label_noise, rng)
+    df = pd.DataFrame(
+        {
+            "pair_id": np.arange(n),
+            "split": split,
+            "prompt": prompts,
+            "completion_a": completions_a,
+            "completion_b": completions_b,
+            "gold_a": gold_a,
+            "gold_b": gold_b,
+            "gold_label": label,
+            "label": noisy,
+        }
+    )
+    return df
+
+
+def train_subset(df: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The first `n` training pairs: data sizes are nested, so a larger set adds to a smaller one."""
+    train = df[df["split"] == "train"]
+    if n > len(train):
+        raise ValueError(f"data size {n} exceeds the {len(train)} training comparisons available")
+    return train.iloc[:n]
+
+
+def chosen_rejected(df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Full texts (prompt + completion) of the preferred and the other completion."""
+    a = (df["prompt"] + df["completion_a"]).tolist()
+    b = (df["prompt"] + df["completion_b"]).tolist()
+    lab = df["label"].to_numpy()
+    chosen = [x if l == 1 else y for x, y, l in zip(a, b, lab)]
+    rejected = [y if l == 1 else x for x, y, l in zip(a, b, lab)]
+    return chosen, rejected
+
+
+PAIRS_META = b"overopt"  # parquet metadata of a pairs file: the label draw's generator state
+
+
+def sample_pairs(
+    policy_dir: str,
+    out: str,
+    train_pairs: int,
+    val_pairs: int,
+    prompt_chars: int,
+    completion_tokens: int,
+    batch_size: int,
+    seed: int,
+    threads: int,
+    prompt_file: str | None = None,
+) -> None:
+    """Two pi_init completions of each training prompt, unlabelled: the half of the comparison
+    set that needs only the policy, so that it is ready (and its base log-likelihoods too) by the
+    time the gold is. The generator that drew the prompts is saved with the pairs, and labelling
+    continues from it: the labelled set is what one job drawing both halves would make."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .models import load_causal, load_tokenizer, sample_texts
+    from .prompts import training_prompts
+    from .util import atomic_file, seed_everything
+
+    seed_everything(seed, threads)
+    rng = np.random.default_rng(seed)
+    n = train_pairs + val_pairs
+    prompts = training_prompts(prompt_file, n, prompt_chars, rng)
+    tok = load_tokenizer(policy_dir)
+    both = sample_texts(load_causal(policy_dir), tok, prompts + prompts, completion_tokens, batch_size, seed)
+    df = pd.DataFrame({"pair_id": np.arange(n), "prompt": prompts, "completion_a": both[:n], "completion_b": both[n:]})
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = {"rng": rng.bit_generator.state, "train_pairs": train_pairs, "val_pairs": val_pairs}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PAIRS_META: json.dumps(meta).encode()})
+    with atomic_file(out) as tmp:
+        pq.write_table(table, tmp)
+
+
+def label_pairs(pairs: str, gold_dir: str, out: str, label_noise: float, threads: int) -> dict:
+    """The pairs labelled by the gold (the gold-preferred completion wins), split train/validation."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from .gold import load_gold
+    from .util import atomic_file, log, seed_everything, write_json
+
+    seed_everything(0, threads)
+    meta = json.loads(pq.read_schema(pairs).metadata[PAIRS_META])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = meta["rng"]
+    df = pd.read_parquet(pairs)
+    prompts, a, b = df["prompt"].tolist(), df["completion_a"].tolist(), df["completion_b"].tolist()
+    gold = load_gold(gold_dir)
+    ga, gb = gold.score(prompts, a), gold.score(prompts, b)
+    df = make_pairs(prompts, a, b, ga, gb, meta["val_pairs"], label_noise, rng)
+    # gold is standardised per policy: mean 0, std 1 over this policy's samples
+    g = np.concatenate([ga, gb])
+    norm = {"gold_mean": float(g.mean()), "gold_std": float(g.std())}
+    df["gold_a"] = (df["gold_a"] - norm["gold_mean"]) / norm["gold_std"]
+    df["gold_b"] = (df["gold_b"] - norm["gold_mean"]) / norm["gold_std"]
+    df.attrs.clear()
+    with atomic_file(out) as tmp:
+        df.to_parquet(tmp, index=False)
+    n = meta["train_pairs"] + meta["val_pairs"]
+    stats = {**norm, "pairs": n, "train_pairs": meta["train_pairs"], "val_pairs": meta["val_pairs"],
+             "label_noise": label_noise, "flipped": int((df["label"] != df["gold_label"]).sum())}
+    write_json(stats, Path(out).with_suffix(".json"))
+    log.info("comparisons: %s", stats)
+    return stats
