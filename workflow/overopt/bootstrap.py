@@ -1,0 +1,49 @@
+"""The cluster bootstrap of `docs/findings.md`: prompts nested in replicates.
+
+A study's numbers vary with the replicate (what the comparison sample, the proxies' seeds, the
+pool drew) and with the prompts each curve was measured on. A resample draws replicates with
+replacement, then within each drawn replicate its prompts with replacement; where every
+replicate was measured on the same prompts, one set of prompt indices is drawn and used in all of
+them, because a prompt's difficulty is then shared by every replicate and does not average out
+over them. Tables in, resampled statistics out: nothing here loads a model.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def resample(per_replicate: Sequence[np.ndarray], rng: np.random.Generator, shared_prompts: bool) -> list[np.ndarray]:
+    """One cluster-bootstrap draw: a list of R arrays, each (prompts, ...) of a drawn replicate
+    with its prompts redrawn (the same prompt indices in all of them when `shared_prompts`)."""
+    R = len(per_replicate)
+    reps = rng.integers(0, R, R)
+    if shared_prompts:
+        P = per_replicate[0].shape[0]
+        if any(x.shape[0] != P for x in per_replicate):
+            raise ValueError("shared prompts: every replicate must hold the same prompts")
+        idx = rng.integers(0, P, P)
+        return [per_replicate[r][idx] for r in reps]
+    return [per_replicate[r][rng.integers(0, per_replicate[r].shape[0], per_replicate[r].shape[0])] for r in reps]
+
+
+def cluster_bootstrap(stat: Callable[[list[np.ndarray]], np.ndarray | float], per_replicate: Sequence[np.ndarray],
+                      B: int = 1000, seed: int = 0, shared_prompts: bool = False) -> np.ndarray:
+    """`stat` on B cluster-bootstrap draws of `per_replicate` (R arrays, prompts on axis 0),
+    stacked on axis 0."""
+    rng = np.random.default_rng(seed)
+    return np.stack([np.asarray(stat(resample(per_replicate, rng, shared_prompts)), dtype=float) for _ in range(B)])
+
+
+def interval(draws: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """The percentile interval of bootstrap draws (axis 0)."""
+    a = (1 - level) / 2
+    lo, hi = np.percentile(draws, [100 * a, 100 * (1 - a)], axis=0)
+    return lo, hi
+
+
+def replicate_mean(per_replicate: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean over replicates of each replicate's mean over its prompts (axis 0)."""
+    return np.mean([x.mean(0) for x in per_replicate], axis=0)
