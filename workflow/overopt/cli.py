@@ -141,7 +141,7 @@ def cmd_ppo(a):
         train, _ = corpus_split()
         train_prompts = random_prompts(train, 20000, a.prompt_chars, np.random.default_rng(a.seed + 1000))
     pool = pd.read_parquet(a.pool, columns=["prompt_id", "prompt"]).drop_duplicates("prompt_id").sort_values("prompt_id")
-    cfg = PPOConfig(**{k: getattr(a, k) for k in PPOConfig.__dataclass_fields__})
+    cfg = PPOConfig(**json.loads(a.settings), kl_penalty=a.kl_penalty, seed=a.seed)
     run_ppo(a.policy, proxy_reward_fn(a.rm, proxy_offset(a.scores)), gold_score_fn(a.gold, a.pool_gold), a.out,
             a.checkpoint, train_prompts, pool["prompt"].tolist(), a.completion_tokens, cfg, a.threads,
             inputs=(a.rm, a.scores, a.gold, a.pool_gold), updates_out=a.updates)
@@ -377,7 +377,7 @@ def main(argv=None):
     s.add_argument("--pairs", required=True)
     s.add_argument("--gold", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--label-noise", type=float, default=0.0)
+    s.add_argument("--label-noise", type=float, required=True)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_comparisons)
 
@@ -450,7 +450,7 @@ def main(argv=None):
     s.add_argument("--scores", nargs="+", required=True)
     s.add_argument("--metrics", nargs="+", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--bootstrap", type=int, default=200)
+    s.add_argument("--bootstrap", type=int, required=True)
     s.set_defaults(fn=cmd_fit_bon)
 
     s = sub.add_parser("fig-bon", help="Figure 1 (best-of-n)")
@@ -464,11 +464,9 @@ def main(argv=None):
         s.add_argument(f"--{k.replace('_', '-')}", required=True)
     s.add_argument("--prompt-chars", type=int, required=True)
     s.add_argument("--completion-tokens", type=int, required=True)
-    if argv[:1] == ["ppo"]:  # ppo.py imports torch: 1 s that the aggregation jobs need not pay
-        from .ppo import PPOConfig
-
-        for k, f in PPOConfig.__dataclass_fields__.items():
-            s.add_argument(f"--{k.replace('_', '-')}", type=type(f.default), default=f.default)
+    s.add_argument("--settings", required=True, help="the validated config's PPO settings, as JSON (rl, less the run selectors)")
+    s.add_argument("--kl-penalty", type=float, required=True)
+    s.add_argument("--seed", type=int, required=True)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--updates", default=None, help="also write the optimiser's diagnostics, one row per step, here")
     s.add_argument("--prompt-file", default=None, help="prompts table from `overopt prompts` (default: corpus)")
@@ -479,7 +477,7 @@ def main(argv=None):
     s.add_argument("--metrics", nargs="+", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--min-d", type=float, required=True)
-    s.add_argument("--bootstrap", type=int, default=200)
+    s.add_argument("--bootstrap", type=int, required=True)
     s.set_defaults(fn=cmd_fit_rl)
 
     s = sub.add_parser("fig-rl", help="Figures 1 (RL), 8, 9 and 14")
@@ -496,7 +494,7 @@ def main(argv=None):
     s.add_argument("--rl", default=None)
     s.add_argument("--out", required=True)
     s.add_argument("--figure", required=True)
-    s.add_argument("--bootstrap", type=int, default=500)
+    s.add_argument("--bootstrap", type=int, required=True)
     s.set_defaults(fn=cmd_scaling)
 
     s = sub.add_parser("predict", help="where to stop: the predicted peak for an RM size, from a finished study")
@@ -527,7 +525,7 @@ def main(argv=None):
     s.add_argument("--bon-curves", nargs="*", default=[])
     s.add_argument("--rl-fits", default=None)
     s.add_argument("--rl-runs", nargs="*", default=[])
-    s.add_argument("--bootstrap", type=int, default=500)
+    s.add_argument("--bootstrap", type=int, required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--figure", required=True)
     s.set_defaults(fn=cmd_forecast)

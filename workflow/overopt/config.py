@@ -34,6 +34,21 @@ def _fill_defaults(config: dict, schema: dict, root: dict) -> None:
             _fill_defaults(config[name], sub, root)
 
 
+# rl keys that select runs or fits rather than set PPO: everything else under rl is a PPO setting
+RL_SELECTORS = ("data_sizes", "policies", "seeds", "penalty_reward_models", "fit_min_d")
+
+
+def schema_defaults(section: str, schema_path: str | Path = SCHEMA) -> dict:
+    """The schema's default of every key of a top-level section that has one."""
+    props = yaml.safe_load(Path(schema_path).read_text())["properties"][section]["properties"]
+    return {k: v["default"] for k, v in props.items() if "default" in v}
+
+
+def ppo_settings(config: dict) -> dict:
+    """The PPO settings of a validated config (its rl keys that are not run selectors)."""
+    return {k: v for k, v in sorted(config["rl"].items()) if k not in RL_SELECTORS}
+
+
 def tiny_params(spec: dict, vocab: int = 100) -> int:
     """Parameter count of a tiny GPT-2 from its spec (tied embeddings), without building it."""
     d, L, pos = spec["n_embd"], spec["n_layer"], spec.get("n_positions", 128)

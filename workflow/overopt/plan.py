@@ -98,9 +98,9 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
             if bon:
                 jobs["bon_curve"] += 1
     r_cfg = cfg["rl"]
-    steps, batch, epochs = r_cfg.get("steps", 60), r_cfg.get("batch_size", 64), r_cfg.get("epochs", 2)
-    n_eval = steps // r_cfg.get("eval_every", 5) + 1
-    ev = r_cfg.get("eval_prompts", 32) * r_cfg.get("eval_samples", 4)
+    steps, batch, epochs = r_cfg["steps"], r_cfg["batch_size"], r_cfg["epochs"]
+    n_eval = steps // r_cfg["eval_every"] + 1
+    ev = r_cfg["eval_prompts"] * r_cfg["eval_samples"]
     for p, r, d, _ in rl_runs(cfg):
         for _ in rl_seeds(cfg, seeds_of[(p, r, d)]):
             jobs["ppo"] += 1

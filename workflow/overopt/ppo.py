@@ -21,29 +21,35 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .config import schema_defaults
 from .util import Progress, atomic_file, autocast, device, generator, log, seed_everything
+
+
+# the configurable settings take their defaults from the config schema (rl), defined there once
+_RL = schema_defaults("rl")
 
 
 @dataclass
 class PPOConfig:
-    steps: int = 60
-    batch_size: int = 64  # rollouts per PPO step
-    minibatch_size: int = 32
-    epochs: int = 2  # optimisation passes over each batch
-    lr: float = 5e-5
-    value_lr: float = 0.0  # the value head's own learning rate (0: the policy's)
-    kl_penalty: float = 0.0  # per-token reward -kl_penalty * (log pi - log pi_init)
-    trust_kl: float = 0.0  # loss + trust_kl * KL(pi_rollout || pi) per sequence: a trust region per update
+    steps: int = _RL["steps"]
+    batch_size: int = _RL["batch_size"]  # rollouts per PPO step
+    minibatch_size: int = _RL["minibatch_size"]
+    epochs: int = _RL["epochs"]  # optimisation passes over each batch
+    lr: float = _RL["lr"]
+    value_lr: float = _RL["value_lr"]  # the value head's own learning rate (0: the policy's)
+    trust_kl: float = _RL["trust_kl"]  # loss + trust_kl * KL(pi_rollout || pi) per sequence: a trust region per update
+    eval_every: int = _RL["eval_every"]
+    eval_prompts: int = _RL["eval_prompts"]
+    eval_samples: int = _RL["eval_samples"]
+    checkpoint_every: int = _RL["checkpoint_every"]
+    kl_penalty: float = 0.0  # per-token reward -kl_penalty * (log pi - log pi_init); a grid axis (kl_penalties)
+    seed: int = 0  # the proxy's seed
+    # the algorithm's constants (not config keys): CleanRL's defaults
     clip: float = 0.2  # clipped surrogate ratio
     vf_coef: float = 0.5
     gae_lambda: float = 0.95
     gamma: float = 1.0
     max_grad_norm: float = 1.0
-    eval_every: int = 5
-    eval_prompts: int = 32
-    eval_samples: int = 4
-    checkpoint_every: int = 10
-    seed: int = 0
 
 
 # --------------------------------------------------------------------------- log-probs and KL

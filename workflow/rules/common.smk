@@ -1,5 +1,6 @@
 # Validated config, wildcard constraints and target helpers. The only place config is read.
-from overopt.config import ConfigError, canonical, cell_seeds, grid_cells, model_params, rl_cells, rl_seeds, validate
+from overopt.config import (ConfigError, canonical, cell_seeds, grid_cells, model_params, ppo_settings, rl_cells, rl_seeds,
+                            validate)
 from overopt.config import rl_runs as rl_run_cells
 
 try:
@@ -138,14 +139,9 @@ def rl_rm_dirs():
                          seeds=lambda cell: rl_seeds(CFG, CELL_SEEDS[cell]))
 
 
-RL_FLAGS = ["steps", "batch_size", "minibatch_size", "epochs", "lr", "value_lr", "trust_kl", "eval_every", "eval_prompts",
-            "eval_samples", "checkpoint_every"]
-
-
 def rl_args(kl, seed):
-    """PPO hyperparameters as CLI flags (a plain string: a stable Snakemake param)."""
-    flags = [f"--{k.replace('_', '-')} {CFG['rl'][k]}" for k in RL_FLAGS if k in CFG["rl"]]
-    return " ".join(flags + [f"--kl-penalty {kl}", f"--seed {seed}"])
+    """PPO's settings as one JSON flag, plus the run's penalty and seed (a plain string: a stable param)."""
+    return f"--settings '{canonical(ppo_settings(CFG))}' --kl-penalty {kl} --seed {seed}"
 
 
 def multi_policy():
