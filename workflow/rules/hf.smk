@@ -1,5 +1,6 @@
 # Real scale: hf: model spec files and prompts from a file (see workflow/overopt/hf.py, prompts.py).
 import json
+from pathlib import Path
 
 
 rule model_spec:
@@ -8,11 +9,14 @@ rule model_spec:
     params:
         # the spec as a param: Snakemake reruns a model's jobs when its spec changes
         spec=lambda w: canonical(MODELS[w.model]),
+    log:
+        f"{OUT}/logs/hf/{{model}}.log",
     run:
         # in the Snakemake process: a subprocess would spend seconds importing torch to write a file
         from overopt.util import write_json
 
         write_json(json.loads(params.spec), output[0])
+        Path(log[0]).write_text(f"{output[0]}: {params.spec}\n")
 
 
 rule prompts:
