@@ -66,3 +66,65 @@ def killed_after(step: int):
         yield
     finally:
         ppo.save_checkpoint = real
+
+
+def tiny_base(tmp_path, seed):
+    """A randomly initialised 1-layer GPT-2 LM on the corpus's character tokenizer, saved in tmp_path/base."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from overopt.text import build_char_tokenizer, corpus_split
+
+    tok = build_char_tokenizer(corpus_split()[0])
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+                     pad_token_id=tok.pad_token_id)
+    base = tmp_path / "base"
+    GPT2LMHeadModel(cfg).save_pretrained(str(base))
+    tok.save_pretrained(str(base))
+    return base, tok
+
+
+def labelled_pairs(tmp_path, n=600, n_val=100):
+    """Comparison pairs of corpus windows in tmp_path/cmp.parquet, labelled half by a symbol count the
+    head can see and half by noise."""
+    import numpy as np
+    import pandas as pd
+
+    from overopt.text import corpus_split
+
+    text = corpus_split()[0]
+    rng = np.random.default_rng(1)
+    starts = rng.integers(0, len(text) - 40, (n, 3))
+    prompts = [text[s : s + 12] for s in starts[:, 0]]
+    a, b = [text[s : s + 12] for s in starts[:, 1]], [text[s : s + 12] for s in starts[:, 2]]
+    # labels half explained by a symbol count the head can see, half noise
+    score = np.array([sum(ch in ".,()" for ch in x) - sum(ch in ".,()" for ch in y) for x, y in zip(a, b)])
+    label = np.where(score + rng.normal(0, 1, n) > 0, 1, 0).astype(np.int8)
+    df = pd.DataFrame({"pair_id": range(n), "split": ["train"] * (n - n_val) + ["val"] * n_val, "prompt": prompts,
+                       "completion_a": a, "completion_b": b, "gold_a": 0.0, "gold_b": 0.0,
+                       "gold_label": label, "label": label})
+    df.to_parquet(tmp_path / "cmp.parquet")
+    return df
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory):
+    """A 1-layer GPT-2 policy pretrained for 150 steps, and training prompts from the corpus."""
+    from overopt.models import pretrain
+    from overopt.text import build_char_tokenizer, corpus_split
+
+    d = tmp_path_factory.mktemp("ppo")
+    train, held = corpus_split()
+    build_char_tokenizer(train + held).save_pretrained(str(d / "tok"))
+    pretrain({"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}, train, held, str(d / "tok"),
+             str(d / "policy"), steps=150, batch_size=16, seq_len=32, lr=3e-3, seed=0, threads=1)
+    prompts = [train[i : i + 8] for i in range(0, 8000, 97)]
+    return d, prompts
+
+
+def count_e(prompts, comps):
+    """A toy reward: the letter e in each completion."""
+    import numpy as np
+
+    return np.array([c.count("e") for c in comps], dtype=float)

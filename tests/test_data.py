@@ -138,10 +138,10 @@ def test_pairs_sampled_then_labelled_equal_one_draw_of_both(tmp_path):
     from overopt.gold import build_gold, load_gold
     from overopt.models import load_causal, load_tokenizer, sample_texts
     from overopt.prompts import training_prompts
-    from test_rm import _tiny_base
+    from conftest import tiny_base
 
     train, held = corpus_split()
-    base, _ = _tiny_base(tmp_path, seed=0)
+    base, _ = tiny_base(tmp_path, seed=0)
     build_gold({"tiny": {"terms": {"count": 1.0, "fluency": 0.5}, "reward_chars": ".,e", "fluency_ngram": 3}},
                str(tmp_path / "gold"), None, held, 8, 8, seed=0, train_text=train)
     sample_pairs(str(base), str(tmp_path / "pairs.parquet"), 40, 10, 8, 8, batch_size=16, seed=3, threads=1)

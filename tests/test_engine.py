@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_loglik import _pairs
-from test_ppo import _count_e, tiny_policy  # noqa: F401 (a fixture)
-from test_rm import _tiny_base
+from conftest import count_e, labelled_pairs, tiny_base
 
 
 def _both(monkeypatch, fn):
@@ -26,8 +24,8 @@ def test_a_proxy_and_its_pool_scores_equal_the_hf_paths(tmp_path, monkeypatch):
     from overopt.pool import score_proxy
     from overopt.rm import train_rm
 
-    base, _ = _tiny_base(tmp_path, seed=0)
-    df = _pairs(tmp_path)
+    base, _ = tiny_base(tmp_path, seed=0)
+    df = labelled_pairs(tmp_path)
     kw = dict(comparisons=str(tmp_path / "cmp.parquet"), data_size=400, seed=0, epochs=1, batch_size=16, lr=1e-3,
               threads=1, base_loglik=True, readout_cap=True)
     fast, slow = _both(monkeypatch, lambda name: train_rm(str(base), out=str(tmp_path / name), **kw))
@@ -46,14 +44,14 @@ def test_a_proxy_and_its_pool_scores_equal_the_hf_paths(tmp_path, monkeypatch):
     assert np.ptp(fast) > 0
 
 
-def test_a_ppo_curve_equals_the_hf_path(tiny_policy, monkeypatch):  # noqa: F811
+def test_a_ppo_curve_equals_the_hf_path(tiny_policy, monkeypatch):
     from overopt.ppo import PPOConfig, run_ppo
 
     d, prompts = tiny_policy
     cfg = PPOConfig(steps=12, batch_size=16, minibatch_size=8, epochs=2, lr=3e-3, trust_kl=1.0, eval_every=4,
                     eval_prompts=4, eval_samples=4, checkpoint_every=100, seed=0)
     fast, slow = _both(monkeypatch, lambda name: run_ppo(
-        str(d / "policy"), _count_e, _count_e, str(d / f"{name}.csv"), str(d / f"ck_{name}"), prompts, prompts[:4], 8, cfg))
+        str(d / "policy"), count_e, count_e, str(d / f"{name}.csv"), str(d / f"ck_{name}"), prompts, prompts[:4], 8, cfg))
     for k in ("kl", "gold", "proxy"):
         np.testing.assert_allclose(fast[k].to_numpy(), slow[k].to_numpy(), rtol=0, atol=1e-4, err_msg=k)
     assert fast["kl"].iloc[-1] > 0.05 and fast["proxy"].iloc[-1] != fast["proxy"].iloc[0]

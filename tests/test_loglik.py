@@ -9,23 +9,7 @@ import pytest
 from safetensors.torch import load_file
 
 from overopt.text import corpus_split
-from test_rm import _tiny_base
-
-
-def _pairs(tmp_path, n=600, n_val=100):
-    text = corpus_split()[0]
-    rng = np.random.default_rng(1)
-    starts = rng.integers(0, len(text) - 40, (n, 3))
-    prompts = [text[s : s + 12] for s in starts[:, 0]]
-    a, b = [text[s : s + 12] for s in starts[:, 1]], [text[s : s + 12] for s in starts[:, 2]]
-    # labels half explained by a symbol count the head can see, half noise
-    score = np.array([sum(ch in ".,()" for ch in x) - sum(ch in ".,()" for ch in y) for x, y in zip(a, b)])
-    label = np.where(score + rng.normal(0, 1, n) > 0, 1, 0).astype(np.int8)
-    df = pd.DataFrame({"pair_id": range(n), "split": ["train"] * (n - n_val) + ["val"] * n_val, "prompt": prompts,
-                       "completion_a": a, "completion_b": b, "gold_a": 0.0, "gold_b": 0.0,
-                       "gold_label": label, "label": label})
-    df.to_parquet(tmp_path / "cmp.parquet")
-    return df
+from conftest import labelled_pairs, tiny_base
 
 
 def test_proxies_from_the_tables_equal_proxies_that_run_their_base(tmp_path):
@@ -33,8 +17,8 @@ def test_proxies_from_the_tables_equal_proxies_that_run_their_base(tmp_path):
     from overopt.loglik import pairs_table, pool_table
     from overopt.rm import train_rm
 
-    base, _ = _tiny_base(tmp_path, seed=0)
-    df = _pairs(tmp_path)
+    base, _ = tiny_base(tmp_path, seed=0)
+    df = labelled_pairs(tmp_path)
     pairs_table(str(base), str(tmp_path / "cmp.parquet"), str(tmp_path / "ll.pairs.parquet"))
     kw = dict(comparisons=str(tmp_path / "cmp.parquet"), seed=0, epochs=1, batch_size=16, lr=1e-3, threads=1,
               base_loglik=True, readout_cap=True)

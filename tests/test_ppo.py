@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from conftest import killed_after
 import torch
+
+from conftest import count_e, killed_after
 
 from overopt.text import build_char_tokenizer, corpus_split
 from overopt.models import banned_token_ids, pretrain, tiny_config
@@ -99,25 +99,10 @@ def test_rollout_kl_equals_exact_enumeration_and_is_never_negative():
         assert rollout_kl(lo, lo).abs().max().item() == 0.0
 
 
-@pytest.fixture(scope="module")
-def tiny_policy(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ppo")
-    train, held = corpus_split()
-    build_char_tokenizer(train + held).save_pretrained(str(d / "tok"))
-    pretrain({"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}, train, held, str(d / "tok"),
-             str(d / "policy"), steps=150, batch_size=16, seq_len=32, lr=3e-3, seed=0, threads=1)
-    prompts = [train[i : i + 8] for i in range(0, 8000, 97)]
-    return d, prompts
-
-
-def _count_e(prompts, comps):
-    return np.array([c.count("e") for c in comps], dtype=float)
-
-
 def _run(d, prompts, out, kl_penalty=0.0, steps=30, ckpt="ckpt", inputs=()):
     cfg = PPOConfig(steps=steps, batch_size=32, minibatch_size=16, epochs=2, lr=3e-3, kl_penalty=kl_penalty,
                     eval_every=10, eval_prompts=8, eval_samples=4, checkpoint_every=10, seed=0)
-    return run_ppo(str(d / "policy"), _count_e, _count_e, str(d / out), str(d / ckpt), prompts, prompts[:8], 8,
+    return run_ppo(str(d / "policy"), count_e, count_e, str(d / out), str(d / ckpt), prompts, prompts[:8], 8,
                    cfg, threads=1, inputs=inputs)
 
 
@@ -164,7 +149,7 @@ def _short_run(d, prompts, name, **settings):
     """Ten PPO steps of the toy reward with `settings` on top of a small fixed configuration."""
     cfg = PPOConfig(**{**dict(steps=10, batch_size=32, minibatch_size=16, epochs=2, lr=3e-3, eval_every=5,
                               eval_prompts=8, eval_samples=4, checkpoint_every=100, seed=0), **settings})
-    return run_ppo(str(d / "policy"), _count_e, _count_e, str(d / f"{name}.csv"), str(d / f"c_{name}"),
+    return run_ppo(str(d / "policy"), count_e, count_e, str(d / f"{name}.csv"), str(d / f"c_{name}"),
                    prompts, prompts[:8], 8, cfg, threads=1)
 
 

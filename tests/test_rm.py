@@ -8,6 +8,8 @@ from overopt.rm import rewards, rewards_by_prompt
 
 import pytest
 
+from conftest import tiny_base
+
 
 @pytest.mark.parametrize("path", ["direct", "generic"])
 def test_rewards_by_prompt_equal_rewards_on_joined_texts(path, monkeypatch):
@@ -50,19 +52,6 @@ def test_logistic_scale_is_the_one_feature_bradley_terry_optimum():
     assert logistic_scale(-x) == pytest.approx(-brute, abs=1e-4)
 
 
-def _tiny_base(tmp_path, seed):
-    from transformers import GPT2LMHeadModel
-
-    tok = build_char_tokenizer(corpus_split()[0])
-    torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2,
-                     pad_token_id=tok.pad_token_id)
-    base = tmp_path / "base"
-    GPT2LMHeadModel(cfg).save_pretrained(str(base))
-    tok.save_pretrained(str(base))
-    return base, tok
-
-
 def test_base_loglik_readout_learns_what_the_frozen_base_knows(tmp_path):
     """Labels that only the base's own likelihood explains: the readout learns them, the
     last-token head alone does not; a saved proxy scores head + c x loglik with no base around."""
@@ -73,7 +62,7 @@ def test_base_loglik_readout_learns_what_the_frozen_base_knows(tmp_path):
     from overopt.models import load_causal
     from overopt.rm import load_proxy, rewards, train_rm
 
-    base, tok = _tiny_base(tmp_path, seed=0)
+    base, tok = tiny_base(tmp_path, seed=0)
     lm = load_causal(base)
     text = corpus_split()[0]
     rng = np.random.default_rng(0)
@@ -143,7 +132,7 @@ def test_readout_cap_is_learned_only_where_the_likeliest_texts_lose(tmp_path):
     from overopt.models import load_causal
     from overopt.rm import load_proxy, rewards, soft_cap, train_rm
 
-    base, tok = _tiny_base(tmp_path, seed=0)
+    base, tok = tiny_base(tmp_path, seed=0)
     lm = load_causal(base)
     with torch.no_grad():  # sharper next-token odds: log-likelihoods spread over nats, not tenths
         lm.transformer.wte.weight.mul_(20.0)
