@@ -20,13 +20,28 @@ README = (ROOT / "README.md").read_text()
 NUMBER = re.compile(r"[-+]?\d[\d,]*(\.\d+)?(e[-+]?\d+)?")
 
 
+def _fenced():
+    """The README's fenced blocks, as lists of lines."""
+    blocks, current = [], None
+    for line in README.splitlines():
+        if line.lstrip().startswith("```"):
+            if current is None:
+                current = []
+            else:
+                blocks.append(current)
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
 def _blocks():
     """Each fenced block of the README that shows commands (`$ ...`) and their output, as
     [(command, output lines), ...]."""
     out = []
-    for block in re.findall(r"```\n(.*?)```", README, re.S):
+    for block in _fenced():
         runs = []
-        for line in block.splitlines():
+        for line in block:
             if line.startswith("$ "):
                 runs.append((line[2:], []))
             elif runs:
@@ -79,7 +94,7 @@ def test_the_predict_examples_have_the_layout_overopt_predict_prints(smoke_run, 
 
 
 def test_the_config_error_example_is_what_validation_says(smoke_config):
-    shown = re.search(r"```\n(invalid config:\n.*?)\n```", README, re.S).group(1)
+    shown = "\n".join(next(b for b in _fenced() if b and b[0] == "invalid config:"))
     key = re.search(r"config key '([\w.]+)'", shown).group(1).split(".")
     cfg = yaml.safe_load(yaml.safe_dump(smoke_config))
     node = cfg

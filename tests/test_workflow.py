@@ -16,7 +16,7 @@ from conftest import ROOT, write_config
 FIGS = ["fig01_bon", "fig01_rl", "fig03_scaling", "fig04_data_size", "fig05_rm_loss_gold", "fig06_rm_loss",
         "fig07_policy_size", "fig08_bon_vs_rl", "fig09_kl_penalty", "fig10_max_gold", "fig12_forecast", "fig14_rl_kl",
         "fig24_policy_gap", "fig26_extrapolation"]
-TABLES = {"results/tables/rm_metrics.csv", "results/findings.txt"} | {
+TABLES = {"results/tables/rm_metrics.csv", "results/findings.txt", "results/summary.md"} | {
     f"results/fits/{t}.csv" for t in ("bon", "rl", "scaling", "forecast", "extrapolation")}
 DOWNSTREAM = TABLES | {f"results/figures/{f}.{ext}" for f in FIGS for ext in ("pdf", "png")}
 RMS = ("r1", "r2", "r3")
@@ -27,7 +27,7 @@ def per_proxy(rm, data, rl=True, policy="p"):
     out = {f"results/rm/{policy}/{rm}/n{data}/s0", f"results/scores/{policy}/{rm}/n{data}/s0.parquet",
            f"results/bon/{policy}/{rm}/n{data}/s0.csv"}
     if rl:
-        out |= {f"results/rl/{policy}/{rm}/n{data}/kl{k}/s0.csv" for k in (0, 0.5)}
+        out |= {f"results/rl/{policy}/{rm}/n{data}/kl{k}/s0{ext}" for k in (0, 0.5) for ext in (".csv", ".updates.csv")}
     return out
 
 
@@ -98,7 +98,7 @@ def test_changing_a_kl_penalty_reruns_only_rl(smoke_copy, smoke_config):
     write_config(smoke_copy, cfg)
     got = dry_run(smoke_copy)
     # everything that reads RL results, nothing that reads only best-of-n
-    assert got == {f"results/rl/p/{r}/n128/kl0.25/s0.csv" for r in RMS} | DOWNSTREAM - {
+    assert got == {f"results/rl/p/{r}/n128/kl0.25/s0{ext}" for r in RMS for ext in (".csv", ".updates.csv")} | DOWNSTREAM - {
         "results/tables/rm_metrics.csv", "results/fits/bon.csv", "results/figures/fig01_bon.pdf",
         "results/figures/fig01_bon.png"}
 
