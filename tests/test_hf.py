@@ -76,7 +76,7 @@ def test_hf_smoke_pipeline(smoke_config, world, tmp_path):
     # (with the smoke config's base-likelihood readout: the frozen base comes back from the spec it recorded)
     model, tok, ref, readout = load_proxy(lora_dir)
     assert ref is not None and (lora_dir / "reference.json").exists() and (full_dir / "reference.json").exists()
-    val = evaluate(model, tok, pairs[pairs["split"] == "val"], ref, readout)
+    val = evaluate(model, tok, pairs[pairs["split"] == "val"], str(lora_dir / "reference.json"), readout)
     metrics = json.loads((lora_dir / "metrics.json").read_text())
     assert val["val_loss"] == pytest.approx(metrics["val_loss"], abs=1e-6) and metrics["lora"]
     assert metrics["trainable_params"] < 0.2 * metrics["params"]
