@@ -119,7 +119,7 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
         jobs[rule] = 1
     rate = mfu * peak_tflops * 1e12
     gpu_hours = {k: v / rate / 3600 for k, v in flops.items()}
-    sizes = {m: P[m] for m in sorted(used, key=lambda m: P[m])}
+    sizes = {m: P[m] for m in sorted(used, key=lambda m: (P[m], m))}
     gold = cfg["gold"]
     return {"jobs": dict(jobs), "flops": dict(flops), "gpu_hours": gpu_hours, "mfu": mfu, "peak_tflops": peak_tflops,
             "seq_tokens": seq, "prompt_tokens": prompt_tokens, "chars_per_token": cpt,
