@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -55,15 +54,6 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def benchmark_seconds(outdir: Path) -> dict:
-    by_rule = defaultdict(lambda: [0, 0.0])
-    for f in (outdir / "benchmarks").rglob("*.tsv"):
-        rule = f.relative_to(outdir / "benchmarks").parts[0]
-        by_rule[rule][0] += 1
-        by_rule[rule][1] += float(f.read_text().splitlines()[1].split("\t")[0])
-    return by_rule
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--configfile", default=str(ROOT / "config.yaml"))
@@ -92,7 +82,10 @@ def main():
     from overopt.jobtimes import format_times, read_jobs
 
     out = yaml.safe_load(Path(a.configfile).read_text()).get("outdir", "results")
-    by_rule = benchmark_seconds(work / out)
+    from overopt.summary import timing_table
+
+    times = timing_table([str(f) for f in (work / out / "benchmarks").rglob("*.tsv")])
+    by_rule = {r.rule: (r.jobs, r.job_seconds) for r in times.itertuples() if r.rule != "all"}
     print(f"study: {a.configfile} in {work}")
     print(f"CPU: {cpu_model()}, {a.cores} cores used")
     if wall is not None:

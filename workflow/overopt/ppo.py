@@ -60,7 +60,8 @@ def masked_logprobs(model, seq, n_prompt, banned, return_hidden=False, return_en
     `return_entropy`, also the policy's entropy per completion token (a diagnostic, no gradient)."""
     from .models import lm_logits
 
-    logits, h = lm_logits(model, seq[:, :-1], n_prompt - 1, return_hidden=True)
+    out = lm_logits(model, seq[:, :-1], n_prompt - 1, return_hidden=return_hidden)
+    logits, h = out if return_hidden else (out, None)
     if banned:
         logits[..., banned] = -float("inf")
     logp_all = torch.log_softmax(logits, -1)
