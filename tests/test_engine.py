@@ -26,7 +26,7 @@ def test_a_proxy_and_its_pool_scores_equal_the_hf_paths(tmp_path, monkeypatch):
 
     base, _ = tiny_base(tmp_path, seed=0)
     df = labelled_pairs(tmp_path)
-    kw = dict(comparisons=str(tmp_path / "cmp.parquet"), data_size=400, seed=0, epochs=1, batch_size=16, lr=1e-3,
+    kw = dict(policy="p", rm="r", comparisons=str(tmp_path / "cmp.parquet"), data_size=400, seed=0, epochs=1, batch_size=16, lr=1e-3,
               threads=1, base_loglik=True, readout_cap=True)
     fast, slow = _both(monkeypatch, lambda name: train_rm(str(base), out=str(tmp_path / name), **kw))
     for k in ("val_loss", "val_acc", "base_loglik_weight", "base_loglik_cap"):

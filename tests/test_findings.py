@@ -6,7 +6,7 @@ import pytest
 
 from overopt.estimator import bon_kl, n_grid
 from overopt.cli import main as cli
-from overopt.findings import check, first_d, measured_peak_d, penalty_beats_early_stopping, per_seed_penalty_gaps
+from overopt.findings import check, first_d, load, measured_peak_d, penalty_beats_early_stopping, per_seed_penalty_gaps
 from overopt.fit import extrapolation_error, fit_curve, predict
 from overopt.scaling import forecast_table
 
@@ -31,8 +31,8 @@ def make_results(root, turnover=True):
             for seed in (0, 1):
                 a, b = coefs(p, data, turnover)
                 gold = predict("bon", d, a, b)
-                c = pd.DataFrame({"n": ns, "kl": d**2, "d": d, "gold": gold, "gold_se": 0.01, "proxy": 1.5 * d,
-                                  "proxy_se": 0.01})
+                c = pd.DataFrame({"policy": "pol", "rm": rm, "data": data, "seed": seed, "n": ns, "kl": d**2, "d": d,
+                                  "gold": gold, "gold_se": 0.01, "proxy": 1.5 * d, "proxy_se": 0.01})
                 path = root / "bon" / "pol" / rm / f"n{data}" / f"s{seed}.csv"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 c.to_csv(path, index=False)
@@ -43,12 +43,24 @@ def make_results(root, turnover=True):
     return root
 
 
+def tables(root):
+    """`findings.load` on what a results directory holds (a test's own layout: keys are in the files)."""
+    fits = {m: str(root / "fits" / f"{m}.csv") if (root / "fits" / f"{m}.csv").exists() else None for m in ("bon", "rl")}
+    return load(fits["bon"], fits["rl"], None, sorted(map(str, (root / "bon").rglob("*.csv"))),
+                sorted(map(str, (root / "rl").rglob("*.csv"))))
+
+
+def findings_args(root):
+    return (["findings", "--bon-fits", str(root / "fits" / "bon.csv"), "--bon-curves"]
+            + sorted(map(str, (root / "bon").rglob("*.csv"))))
+
+
 def by_name(findings):
     return {f.name.split(" (")[0]: f for f in findings}
 
 
 def test_findings_pass_on_a_family_that_turns_over(tmp_path):
-    f = by_name(check(make_results(tmp_path)))
+    f = by_name(check(tables(make_results(tmp_path))))
     assert f["proxy rises monotonically with d"].status == "PASS"
     assert f["gold turns over for the smallest RM"].status == "PASS"
     assert f["larger RMs peak higher"].status == "PASS"
@@ -59,12 +71,12 @@ def test_findings_pass_on_a_family_that_turns_over(tmp_path):
 
 def test_findings_fail_where_gold_never_turns_over(tmp_path, capsys):
     root = make_results(tmp_path, turnover=False)
-    f = by_name(check(root))
+    f = by_name(check(tables(root)))
     assert f["gold turns over for the smallest RM"].status == "FAIL"
     assert "max" in f["gold turns over for the smallest RM"].detail
-    assert cli(["findings", "--results", str(root)]) == 1  # a FAIL exits non-zero
+    assert cli(findings_args(root)) == 1  # a FAIL exits non-zero
     assert "FAIL  gold turns over" in capsys.readouterr().out
-    assert cli(["findings", "--results", str(root), "--no-fail"]) == 0
+    assert cli(findings_args(root) + ["--no-fail"]) == 0
 
 
 def make_rl_results(root, peaks):
@@ -77,7 +89,8 @@ def make_rl_results(root, peaks):
         d0, fall = peaks[rm] or (9.0, 0.0)
         gold = 0.5 * np.minimum(d, d0) - fall * np.maximum(d - d0, 0) ** 2
         for seed in (0, 1):
-            c = pd.DataFrame({"step": np.arange(d.size) * 5, "kl": d**2, "d": d, "gold": gold, "gold_se": 0.01,
+            c = pd.DataFrame({"policy": "pol", "rm": rm, "data": 4000, "kl_penalty": 0.0, "seed": seed,
+                              "step": np.arange(d.size) * 5, "kl": d**2, "d": d, "gold": gold, "gold_se": 0.01,
                               "proxy": d, "proxy_se": 0.01})
             path = root / "rl" / "pol" / rm / "n4000" / "kl0" / f"s{seed}.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,12 +104,12 @@ def make_rl_results(root, peaks):
 
 
 def test_rl_peaks_later_is_read_off_the_curves_not_the_fits(tmp_path):
-    f = by_name(check(make_rl_results(tmp_path / "a", {"r1": (1.0, 0.05), "r2": (1.6, 1.5), "r3": None})))
+    f = by_name(check(tables(make_rl_results(tmp_path / "a", {"r1": (1.0, 0.05), "r2": (1.6, 1.5), "r3": None}))))
     f = f["larger RMs peak later"]
     # the fitted peaks put the 2nd size first; the curves put it second
     assert f.status == "PASS" and "measured" in f.name
     assert "1.00, 1.60, >= 3.00 (rho 1.00; fitted peaks 1.55, 0.75, none)" in f.detail
-    f = by_name(check(make_rl_results(tmp_path / "b", {"r1": (2.0, 1.5), "r2": (1.6, 1.5), "r3": (1.0, 1.5)})))
+    f = by_name(check(tables(make_rl_results(tmp_path / "b", {"r1": (2.0, 1.5), "r2": (1.6, 1.5), "r3": (1.0, 1.5)}))))
     assert f["larger RMs peak later"].status == "FAIL" and "2.00, 1.60, 1.00 (rho -1.00" in f["larger RMs peak later"].detail
 
 

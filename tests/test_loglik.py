@@ -20,7 +20,7 @@ def test_proxies_from_the_tables_equal_proxies_that_run_their_base(tmp_path):
     base, _ = tiny_base(tmp_path, seed=0)
     df = labelled_pairs(tmp_path)
     pairs_table(str(base), str(tmp_path / "cmp.parquet"), str(tmp_path / "ll.pairs.parquet"))
-    kw = dict(comparisons=str(tmp_path / "cmp.parquet"), seed=0, epochs=1, batch_size=16, lr=1e-3, threads=1,
+    kw = dict(policy="p", rm="r", comparisons=str(tmp_path / "cmp.parquet"), seed=0, epochs=1, batch_size=16, lr=1e-3, threads=1,
               base_loglik=True, readout_cap=True)
     for n in (300, 500):  # a data size below the table's pairs reads a prefix of it
         own = train_rm(str(base), out=str(tmp_path / f"own{n}"), data_size=n, **kw)

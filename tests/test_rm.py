@@ -78,7 +78,7 @@ def test_base_loglik_readout_learns_what_the_frozen_base_knows(tmp_path):
                        "completion_a": comp_a, "completion_b": comp_b, "gold_a": ll_a, "gold_b": ll_b,
                        "gold_label": label, "label": label})
     df.to_parquet(tmp_path / "cmp.parquet")
-    kw = dict(comparisons=str(tmp_path / "cmp.parquet"), data_size=400, seed=0, epochs=1, batch_size=16, lr=1e-3, threads=1)
+    kw = dict(policy="p", rm="r", comparisons=str(tmp_path / "cmp.parquet"), data_size=400, seed=0, epochs=1, batch_size=16, lr=1e-3, threads=1)
     plain = train_rm(str(base), out=str(tmp_path / "plain"), **kw)
     read = train_rm(str(base), out=str(tmp_path / "read"), base_loglik=True, **kw)
     assert read["base_loglik_weight"] > 0
@@ -145,7 +145,7 @@ def test_readout_cap_is_learned_only_where_the_likeliest_texts_lose(tmp_path):
     comps = [[text[s : s + 12] for s in starts[:, k]] for k in (1, 2)]
     ll = [completion_logprobs(lm, tok, prompts, c) for c in comps]
     top = np.quantile(np.r_[ll[0], ll[1]], 0.9)
-    kw = dict(data_size=1000, seed=0, epochs=1, batch_size=16, lr=1e-3, threads=1, base_loglik=True)
+    kw = dict(policy="p", rm="r", data_size=1000, seed=0, epochs=1, batch_size=16, lr=1e-3, threads=1, base_loglik=True)
     got = {}
     for name, past in (("lose", -2.0), ("win", 1.0)):
         # likelier is better up to the 90th percentile; past it, worse (lose) or still better (win)

@@ -27,7 +27,7 @@ def per_proxy(rm, data, rl=True, policy="p"):
     out = {f"results/rm/{policy}/{rm}/n{data}/s0", f"results/scores/{policy}/{rm}/n{data}/s0.parquet",
            f"results/bon/{policy}/{rm}/n{data}/s0.csv"}
     if rl:
-        out |= {f"results/rl/{policy}/{rm}/n{data}/kl{k}/s0{ext}" for k in (0, 0.5) for ext in (".csv", ".updates.csv")}
+        out |= {f"results/rl/{policy}/{rm}/n{data}/kl{k}/s0{ext}" for k in (0.0, 0.5) for ext in (".csv", ".updates.csv")}
     return out
 
 
@@ -74,7 +74,8 @@ def test_smoke_run_writes_bon_scores_curves_fits_and_figure(smoke_run, smoke_con
         assert len(s) == n_prompts * n_samples
         assert abs(s["proxy"].mean()) < 1e-6 and abs(s["gold"].mean()) < 1e-6  # re-centred on pi_init
         c = pd.read_csv(res / "bon" / "p" / rm / "n64" / "s0.csv")
-        assert list(c.columns) == ["n", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]
+        assert list(c.columns) == ["policy", "rm", "data", "seed", "n", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]
+        assert c[["policy", "rm", "data", "seed"]].drop_duplicates().values.tolist() == [["p", rm, 64, 0]]
         assert c["n"].iloc[0] == 1 and c["n"].iloc[-1] == n_samples
     fits = pd.read_csv(res / "fits" / "bon.csv")
     assert len(fits) == 8
@@ -94,7 +95,7 @@ def test_smoke_run_writes_bon_scores_curves_fits_and_figure(smoke_run, smoke_con
 
 def test_changing_a_kl_penalty_reruns_only_rl(smoke_copy, smoke_config):
     cfg = copy.deepcopy(smoke_config)
-    cfg["kl_penalties"] = [0, 0.25]
+    cfg["kl_penalties"] = [0.0, 0.25]
     write_config(smoke_copy, cfg)
     got = dry_run(smoke_copy)
     # everything that reads RL results, nothing that reads only best-of-n
@@ -106,15 +107,68 @@ def test_changing_a_kl_penalty_reruns_only_rl(smoke_copy, smoke_config):
 def test_smoke_run_writes_rl_runs_fits_and_figures(smoke_run):
     res = smoke_run / "results"
     for r in RMS:
-        for k in (0, 0.5):
+        for k in (0.0, 0.5):
             c = pd.read_csv(res / "rl" / "p" / r / "n128" / f"kl{k}" / "s0.csv")
-            assert list(c.columns) == ["step", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]
+            assert list(c.columns) == ["policy", "rm", "data", "kl_penalty", "seed", "step", "kl", "d", "gold", "gold_se",
+                                       "proxy", "proxy_se"]
+            assert c[["policy", "rm", "data", "kl_penalty", "seed"]].drop_duplicates().values.tolist() == [["p", r, 128, k, 0]]
             assert list(c["step"]) == [0, 2, 4]
             assert abs(c["kl"].iloc[0]) < 1e-5  # at step 0 the policy is pi_init
     fits = pd.read_csv(res / "fits" / "rl.csv")
     assert len(fits) == 6 and "kl_penalty" in fits.columns
     assert not (res / "rl" / "p2").exists()  # rl.policies: [p]
     assert not list(res.glob("rl_checkpoints/**/meta.json"))
+
+
+def test_findings_and_figures_read_the_run_each_names(smoke_run):
+    """kl_penalties [0.0, 0.5]: the unpenalised runs live under kl0.0. Each fit row, the curves the
+    figures read and the findings' KL-penalty line come from the run of that penalty (keys in the
+    files), not from a path rebuilt with another spelling of 0."""
+    from overopt.keys import load_curves
+
+    res = smoke_run / "results"
+    runs = {(r, k): pd.read_csv(res / "rl" / "p" / r / "n128" / f"kl{k}" / "s0.csv") for r in RMS for k in (0.0, 0.5)}
+    assert not runs["r1", 0.0]["gold"].equals(runs["r1", 0.5]["gold"])  # else the test could not tell them apart
+    fits = pd.read_csv(res / "fits" / "rl.csv")
+    for (r, k), c in runs.items():
+        row = fits[(fits["rm"] == r) & (fits["kl_penalty"] == k)]
+        assert len(row) == 1 and row["gold_max"].item() == pytest.approx(c["gold"].max())
+        assert row["d_end"].item() == pytest.approx(c["d"].iloc[-1])
+    read = load_curves(sorted(map(str, res.glob("rl/p/*/n128/kl*/s0.csv"))))  # the figures' reader
+    for (r, k), c in runs.items():
+        got = read[(read["rm"] == r) & (read["kl_penalty"] == k)]
+        assert got["gold"].tolist() == pytest.approx(c["gold"].tolist())
+    line = next(l for l in (res / "findings.txt").read_text().splitlines() if "KL penalty is no better" in l)
+    for r in RMS:  # the penalised run's best gold, as the finding prints it (one seed: the seed mean is the run)
+        pen = runs[r, 0.5].iloc[int(runs[r, 0.5]["gold"].values.argmax())]
+        assert f"penalty 0.5: {pen['gold']:.2f} at d {pen['d']:.2f}" in line
+
+
+def test_findings_run_on_their_declared_inputs_alone(smoke_copy, tmp_path):
+    """The findings job, replayed in a directory that holds only the files its rule declares:
+    the same lines. A file read but not declared would be missing here."""
+    import re
+    import shlex
+    import shutil
+    import subprocess
+
+    from conftest import BIN, snakemake_cmd
+
+    r = snakemake_cmd(smoke_copy, "-n", "-p", "-f", "results/findings.txt")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout + r.stderr
+    declared = re.search(r"rule findings:\n\s+input: ([^\n]+)", out).group(1).split(", ")
+    cmd = re.search(r"Shell command: (overopt findings [^\n]+)", out).group(1)
+    iso = tmp_path / "iso"
+    for f in declared:
+        (iso / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(smoke_copy / f, iso / f)
+    assert not (iso / "results" / "base").exists() and not (iso / "results" / "rm").exists()
+    args = shlex.split(cmd.split(" > ")[0])
+    args[args.index("--out") + 1] = "findings.txt"
+    p = subprocess.run([str(BIN / "overopt"), *args[1:]], cwd=iso, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (iso / "findings.txt").read_text() == (smoke_copy / "results" / "findings.txt").read_text()
 
 
 def test_smoke_run_writes_findings_and_report(smoke_copy):

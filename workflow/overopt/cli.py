@@ -64,7 +64,7 @@ def cmd_train_rm(a):
     from .rm import train_rm
 
     train_rm(a.base, a.comparisons, a.out, a.data_size, a.seed, a.epochs, a.batch_size, a.lr, a.threads, a.base_loglik,
-             a.readout_lr, a.readout_cap, a.loglik)
+             a.readout_lr, a.readout_cap, a.loglik, policy=a.cell[0], rm=a.cell[1])
 
 
 def cmd_rm_table(a):
@@ -119,7 +119,8 @@ def cmd_fit_bon(a):
 def cmd_fig_bon(a):
     import pandas as pd
 
-    from .plots import fig_curves, load_curves
+    from .keys import load_curves
+    from .plots import fig_curves
 
     fig_curves(load_curves(a.curves), pd.read_csv(a.fits), "bon", a.out, "best-of-n")
 
@@ -127,24 +128,18 @@ def cmd_fig_bon(a):
 def cmd_ppo(a):
     import pandas as pd
 
+    from .keys import read_proxy_metrics
     from .pool import proxy_offset
-    from .text import corpus_split, random_prompts
-    import numpy as np
-
     from .ppo import PPOConfig, gold_score_fn, proxy_reward_fn, run_ppo
+    from .prompts import ppo_prompts
 
-    if a.prompt_file:
-        from .prompts import prompt_split
-
-        train_prompts = prompt_split(a.prompt_file, "train")
-    else:
-        train, _ = corpus_split()
-        train_prompts = random_prompts(train, 20000, a.prompt_chars, np.random.default_rng(a.seed + 1000))
+    keys = {**read_proxy_metrics(a.rm)["keys"], "kl_penalty": a.kl_penalty, "seed": a.seed}
     pool = pd.read_parquet(a.pool, columns=["prompt_id", "prompt"]).drop_duplicates("prompt_id").sort_values("prompt_id")
     cfg = PPOConfig(**json.loads(a.settings), kl_penalty=a.kl_penalty, seed=a.seed)
     run_ppo(a.policy, proxy_reward_fn(a.rm, proxy_offset(a.scores)), gold_score_fn(a.gold, a.pool_gold), a.out,
-            a.checkpoint, train_prompts, pool["prompt"].tolist(), a.completion_tokens, cfg, a.threads,
-            inputs=(a.rm, a.scores, a.gold, a.pool_gold), updates_out=a.updates)
+            a.checkpoint, ppo_prompts(a.prompt_file, a.prompt_chars, a.seed), pool["prompt"].tolist(),
+            a.completion_tokens, cfg, a.threads, inputs=(a.rm, a.scores, a.gold, a.pool_gold), updates_out=a.updates,
+            keys={k: keys[k] for k in ("policy", "rm", "data", "kl_penalty", "seed")})
 
 
 def cmd_fit_rl(a):
@@ -156,7 +151,8 @@ def cmd_fit_rl(a):
 def cmd_fig_rl(a):
     import pandas as pd
 
-    from .plots import fig_bon_vs_rl, fig_curves, fig_kl_penalty, fig_rl_kl, load_curves
+    from .keys import load_curves
+    from .plots import fig_bon_vs_rl, fig_curves, fig_kl_penalty, fig_rl_kl
 
     rl, rl_fits = load_curves(a.runs), pd.read_csv(a.fits)
     fig_curves(rl, rl_fits, "rl", a.fig01, "RL")
@@ -215,10 +211,9 @@ def cmd_figures(a):
     """Figures 4, 5, 6, 7, 10, 24 and 26 (plus the extrapolation table) from curves and fits."""
     import pandas as pd
 
-    from .fit import extrapolation_error
-    from .findings import main_policy, seed_mean_curves
-    from .plots import (fig_data_size, fig_extrapolation, fig_max_gold, fig_policy_size, fig_rm_loss, load_curves,
-                        with_params)
+    from .keys import load_curves
+    from .plots import fig_data_size, fig_extrapolation, fig_max_gold, fig_policy_size, fig_rm_loss
+    from .scaling import extrapolation_table
     from .util import atomic_file
 
     bon, bon_fits = load_curves(a.bon_curves), pd.read_csv(a.bon_fits)
@@ -227,24 +222,8 @@ def cmd_figures(a):
     pp = _policy_params(a.policy_params)
     fig_policy_size(bon.assign(policy_params=bon["policy"].map(pp)) if pp else bon, bon_fits, a.fig07, a.fig24)
     fig_max_gold(bon_fits, a.fig10)
-
-    # Fig. 26: fit on the left part of each seed-mean curve of the main policy, read the error at the end
-    curves = {"bon": with_params(bon, bon_fits)}
-    max_d = {"bon": a.bon_max_d}
-    if a.rl_runs:
-        rl, rl_fits = load_curves(a.rl_runs), pd.read_csv(a.rl_fits)
-        curves["rl"] = with_params(rl[rl["kl_penalty"] == 0], rl_fits)
-        max_d["rl"] = a.rl_max_d
-    pol = main_policy(bon_fits)
-    rows = []
-    for method, c in curves.items():
-        c = c[c["policy"] == pol]
-        top = c["data"].max()
-        for key, m in seed_mean_curves(c[c["data"] == top], "n" if method == "bon" else "step").items():
-            rows.append({"method": method, "policy": key[0], "rm_params": key[1], "data": key[2],
-                         "rm": c[c["rm_params"] == key[1]]["rm"].iloc[0], "max_d": max_d[method],
-                         **extrapolation_error(method, m["d"], m["gold"], max_d[method])})
-    table = pd.DataFrame(rows)
+    rl = (load_curves(a.rl_runs), pd.read_csv(a.rl_fits)) if a.rl_runs else None
+    curves, max_d, table = extrapolation_table((bon, bon_fits), rl, a.bon_max_d, a.rl_max_d)
     with atomic_file(a.extrapolation) as tmp:
         table.to_csv(tmp, index=False)
     fig_extrapolation(curves, max_d, table, a.fig26)
@@ -253,7 +232,8 @@ def cmd_figures(a):
 def cmd_forecast(a):
     import pandas as pd
 
-    from .plots import fig_forecast, load_curves
+    from .keys import load_curves
+    from .plots import fig_forecast
     from .scaling import forecast_table
     from .util import atomic_file
 
@@ -268,10 +248,11 @@ def cmd_forecast(a):
 
 
 def cmd_findings(a):
-    from .findings import check, policy_check
+    from .findings import check, load, policy_check
     from .util import atomic_file
 
-    lines = [f.line() for f in check(a.results, a.loss_n) + policy_check(a.results, _policy_params(a.policy_params))]
+    data = load(a.bon_fits, a.rl_fits, a.scaling, a.bon_curves, a.rl_runs, a.scores)
+    lines = [f.line() for f in check(data, a.loss_n) + policy_check(data, _policy_params(a.policy_params))]
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if a.out:
@@ -293,12 +274,6 @@ def cmd_prompts(a):
     write_prompt_table(a.path, a.column, a.heldout, a.seed, a.prompt_chars, a.out)
 
 
-def cmd_model_spec(a):
-    from .util import write_json
-
-    write_json(a.spec, a.out)
-
-
 def cmd_plan(a):
     import yaml
 
@@ -308,248 +283,119 @@ def cmd_plan(a):
     print(format_plan(plan(validate(yaml.safe_load(Path(a.config).read_text())), a.mfu, a.peak_tflops)), end="")
 
 
-def add_hf_parsers(sub):
-    s = sub.add_parser("prompts", help="read a prompts file, cut and split it into train / held out")
-    s.add_argument("--path", required=True)
-    s.add_argument("--column", required=True)
-    s.add_argument("--heldout", type=int, required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--prompt-chars", type=int, required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(fn=cmd_prompts)
+# ---------------------------------------------------------------------------- the command table
 
-    s = sub.add_parser("model-spec", help="write an hf: model spec file")
-    s.add_argument("--spec", type=_json, required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(fn=cmd_model_spec)
+# Every option, defined once: its argparse settings. A command lists the options it takes; a
+# (name, {...}) entry gives that command its own settings for the option.
+_req = {"required": True}
+_int = {"type": int, "required": True}
+_float = {"type": float, "required": True}
+_files = {"nargs": "+", "required": True}
+_opt_files = {"nargs": "*", "default": []}
+OPTIONS = {
+    "out": _req, "spec": {"type": _json, "required": True}, "tokenizer": _req, "policy": _req, "rm": _req,
+    "base": _req, "gold": _req, "pool": _req, "comparisons": _req, "pairs": _req, "scores": _req,
+    "steps": _int, "batch-size": _int, "seq-len": _int, "lr": _float, "seed": _int, "epochs": {"type": int, "default": 1},
+    "threads": {"type": int, "default": 1, "help": "torch threads (a Snakemake rule passes its own)"},
+    "prompt-chars": _int, "completion-tokens": _int, "prompts": _int, "samples": _int,
+    "prompt-file": {"default": None, "help": "prompts table from `overopt prompts` (default: the tiny world's corpus)"},
+    "train-pairs": _int, "val-pairs": _int, "label-noise": _float, "data-size": _int,
+    "cell": {"nargs": 2, "metavar": ("POLICY", "RM"), "required": True,
+             "help": "the proxy's grid cell: the policy's and the RM's names (its keys, with --data-size and --seed)"},
+    "readout-lr": {"type": float, "default": None, "help": "learning rate of the readout's weight (default: --lr)"},
+    "base-loglik": {"action": "store_true", "help": "add the frozen base's log-likelihood readout"},
+    "readout-cap": {"action": "store_true", "help": "cap the readout's log-likelihood at a learned tau"},
+    "loglik": {"default": None, "help": "the base's log-likelihood table (`overopt loglik-pairs` / `loglik-pool`)"},
+    "metrics": _files, "fits": _req, "curves": _files, "runs": _files, "bootstrap": _int, "min-d": _float,
+    "dtype": {"choices": ["auto", "float32", "bfloat16"], "default": "auto"},
+    "reference": {"default": None}, "pool-gold": _req, "gold-scores": _req, "checkpoint": _req,
+    "settings": {"required": True, "help": "the validated config's PPO settings, as JSON (rl, less the run selectors)"},
+    "kl-penalty": _float,
+    "updates": {"default": None, "help": "also write the optimiser's diagnostics, one row per step, here"},
+    "bon-fits": {"default": None}, "rl-fits": {"default": None}, "bon-curves": _opt_files, "rl-runs": _opt_files,
+    "scaling": {"default": None, "help": "the coefficient table of `overopt scaling`"},
+    "policy-params": {"nargs": "*", "default": [], "help": "name=params for each policy"},
+    "loss-n": {"type": int, "default": 64, "help": "the n at which gold is read against RM loss"},
+    "bon-max-d": {"type": float, "default": 1.8}, "rl-max-d": {"type": float, "default": 2.0},
+    "extrapolation": _req, "figure": _req, "findings": _req, "rm-metrics": _req,
+    "bon": {"default": None}, "rl": {"default": None}, "benchmarks": _opt_files,
+    "results": {"default": "results"}, "rm-params": _float, "data": _int,
+    "method": {"choices": ["bon", "rl"], "required": True}, "extrapolate": {"action": "store_true"},
+    "path": _req, "column": _req, "heldout": _int, "config": _req,
+    "mfu": {"type": float, "default": 0.4, "help": "model FLOP utilisation assumed"},
+    "peak-tflops": {"type": float, "default": 312.0, "help": "peak TFLOP/s per GPU (A100 bf16: 312)"},
+    **{f"fig{n:02d}": _req for n in (1, 4, 5, 6, 7, 8, 9, 10, 14, 24, 26)},
+}
 
-    s = sub.add_parser("plan", help="job counts per rule and a GPU-hours estimate for a config")
-    s.add_argument("--config", required=True)
-    s.add_argument("--mfu", type=float, default=0.4, help="model FLOP utilisation assumed")
-    s.add_argument("--peak-tflops", type=float, default=312.0, help="peak TFLOP/s per GPU (A100 bf16: 312)")
-    s.set_defaults(fn=cmd_plan)
+# name: (function, help, options)
+COMMANDS = {
+    "tokenizer": (cmd_tokenizer, "build the tiny world's character tokenizer", ["out"]),
+    "pretrain": (cmd_pretrain, "pretrain a tiny LM base on the corpus",
+                 ["spec", "tokenizer", "out", "steps", "batch-size", "seq-len", "lr", "seed", "threads"]),
+    "gold": (cmd_gold, "build the gold reward directory",
+             ["spec", "reference", "out", "prompt-chars", "completion-tokens", "seed"]),
+    "pairs": (cmd_pairs, "sample two pi_init completions of each training prompt",
+              ["policy", "out", "train-pairs", "val-pairs", "prompt-chars", "completion-tokens", "prompt-file",
+               ("batch-size", {"type": int, "default": 512}), "seed", "threads"]),
+    "comparisons": (cmd_comparisons, "label the sampled pairs by the gold", ["pairs", "gold", "out", "label-noise", "threads"]),
+    "train-rm": (cmd_train_rm, "train one proxy reward model",
+                 ["base", "comparisons", "out", "cell", "data-size", "seed", "epochs", ("batch-size", {"type": int, "default": 32}),
+                  "lr", "threads", "base-loglik", "readout-lr", "readout-cap", "loglik"]),
+    "loglik-pairs": (cmd_loglik_pairs, "log-likelihood under a frozen base of both completions of every comparison pair",
+                     ["base", "comparisons", "out", "threads"]),
+    "loglik-pool": (cmd_loglik_pool, "log-likelihood under a frozen base of every sample of a best-of-n pool",
+                    ["base", "pool", "out", "threads"]),
+    "rm-table": (cmd_rm_table, "collect every proxy's metrics.json into one table", ["metrics", "out"]),
+    "pool": (cmd_pool, "sample the best-of-n pool from pi_init",
+             ["policy", "out", "prompts", "samples", "prompt-chars", "completion-tokens",
+              ("batch-size", {"type": int, "default": 1024}), "prompt-file", "seed", "threads"]),
+    "score-gold": (cmd_score_gold, "score the pool with the gold", ["pool", "gold", "out", "threads"]),
+    "score-proxy": (cmd_score_proxy, "score the pool with one proxy RM",
+                    ["pool", "gold-scores", "rm", "out", "dtype", "loglik", "threads"]),
+    "bon-curve": (cmd_bon_curve, "best-of-n gold and proxy against d, from one scores file", [("scores", _req), "out"]),
+    "fit-bon": (cmd_fit_bon, "fit d(alpha - beta d) to every best-of-n curve", [("scores", _files), "metrics", "out", "bootstrap"]),
+    "fig-bon": (cmd_fig_bon, "Figure 1 (best-of-n)", ["curves", "fits", "out"]),
+    "ppo": (cmd_ppo, "optimise the policy against one proxy RM with PPO",
+            ["policy", "rm", "gold", "pool", "pool-gold", "scores", "out", "checkpoint", "prompt-chars",
+             "completion-tokens", "settings", "kl-penalty", "seed", "threads", "updates", "prompt-file"]),
+    "fit-rl": (cmd_fit_rl, "fit d(alpha - beta log d) to every PPO run", ["runs", "metrics", "out", "min-d", "bootstrap"]),
+    "fig-rl": (cmd_fig_rl, "Figures 1 (RL), 8, 9 and 14",
+               ["runs", "fits", "bon-curves", "bon-fits", "fig01", "fig08", "fig09", "fig14"]),
+    "scaling": (cmd_scaling, "coefficient lines in log RM size (Fig. 3)", ["bon", "rl", "out", "figure", "bootstrap"]),
+    "predict": (cmd_predict, "where to stop: the predicted peak for an RM size, from a finished study",
+                ["results", "rm-params", "data", "method", ("policy", {"default": None}), "extrapolate"]),
+    "figures": (cmd_figures, "Figures 4, 5, 6, 7, 10, 24, 26 and the extrapolation table",
+                [("bon-curves", _files), ("bon-fits", _req), "rl-runs", "rl-fits", "policy-params", "loss-n",
+                 "bon-max-d", "rl-max-d", "extrapolation", "fig04", "fig05", "fig06", "fig07", "fig10", "fig24", "fig26"]),
+    "forecast": (cmd_forecast, "predict the largest RM from the others' coefficient lines",
+                 ["bon-fits", "bon-curves", "rl-fits", "rl-runs", "bootstrap", "out", "figure"]),
+    "findings": (cmd_findings, "check the paper's findings on a finished study (exit 1 on a FAIL)",
+                 ["bon-fits", "rl-fits", "scaling", "bon-curves", "rl-runs",
+                  ("scores", {**_opt_files, "help": "best-of-n scores files (the turnover's paired SE)"}),
+                  "policy-params", "loss-n", ("out", {"default": None, "help": "also write the lines here"}),
+                  ("no-fail", {"action": "store_true", "help": "exit 0 even when a finding fails"})]),
+    "summary": (cmd_summary, "results/summary.md: findings, seed-mean tables, job time by rule",
+                ["findings", "rm-metrics", "bon", "rl", "scaling", "benchmarks", "out"]),
+    "prompts": (cmd_prompts, "read a prompts file, cut and split it into train / held out",
+                ["path", "column", "heldout", "seed", "prompt-chars", "out"]),
+    "plan": (cmd_plan, "job counts per rule and a GPU-hours estimate for a config", ["config", "mfu", "peak-tflops"]),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="overopt")
+    sub = p.add_subparsers(dest="step", required=True)
+    for name, (fn, help_, options) in COMMANDS.items():
+        s = sub.add_parser(name, help=help_)
+        for opt in options:
+            opt, settings = opt if isinstance(opt, tuple) else (opt, OPTIONS[opt])
+            s.add_argument(f"--{opt}", **settings)
+        s.set_defaults(fn=fn)
+    return p
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(prog="overopt")
-    sub = p.add_subparsers(dest="step", required=True)
-
-    s = sub.add_parser("tokenizer", help="build the tiny world's character tokenizer")
-    s.add_argument("--out", required=True)
-    s.set_defaults(fn=cmd_tokenizer)
-
-    s = sub.add_parser("pretrain", help="pretrain a tiny LM base on the corpus")
-    s.add_argument("--spec", type=_json, required=True)
-    s.add_argument("--tokenizer", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--steps", type=int, required=True)
-    s.add_argument("--batch-size", type=int, required=True)
-    s.add_argument("--seq-len", type=int, required=True)
-    s.add_argument("--lr", type=float, required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(fn=cmd_pretrain)
-
-    s = sub.add_parser("gold", help="build the gold reward directory")
-    s.add_argument("--spec", type=_json, required=True)
-    s.add_argument("--reference", default=None)
-    s.add_argument("--out", required=True)
-    s.add_argument("--prompt-chars", type=int, required=True)
-    s.add_argument("--completion-tokens", type=int, required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.set_defaults(fn=cmd_gold)
-
-    s = sub.add_parser("pairs", help="sample two pi_init completions of each training prompt")
-    s.add_argument("--policy", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--train-pairs", type=int, required=True)
-    s.add_argument("--val-pairs", type=int, required=True)
-    s.add_argument("--prompt-chars", type=int, required=True)
-    s.add_argument("--completion-tokens", type=int, required=True)
-    s.add_argument("--prompt-file", default=None, help="prompts table from `overopt prompts` (default: corpus)")
-    s.add_argument("--batch-size", type=int, default=512)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(fn=cmd_pairs)
-
-    s = sub.add_parser("comparisons", help="label the sampled pairs by the gold")
-    s.add_argument("--pairs", required=True)
-    s.add_argument("--gold", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--label-noise", type=float, required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(fn=cmd_comparisons)
-
-    s = sub.add_parser("train-rm", help="train one proxy reward model")
-    s.add_argument("--base", required=True)
-    s.add_argument("--comparisons", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--data-size", type=int, required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--epochs", type=int, default=1)
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--lr", type=float, required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--base-loglik", action="store_true", help="add the frozen base's log-likelihood readout")
-    s.add_argument("--readout-lr", type=float, default=None, help="learning rate of the readout's weight (default: --lr)")
-    s.add_argument("--readout-cap", action="store_true", help="cap the readout's log-likelihood at a learned tau")
-    s.add_argument("--loglik", default=None, help="the base's pair log-likelihoods (`overopt loglik-pairs`)")
-    s.set_defaults(fn=cmd_train_rm)
-
-    for name, texts, what in (("loglik-pairs", "comparisons", "both completions of every comparison pair"),
-                              ("loglik-pool", "pool", "every sample of a best-of-n pool")):
-        s = sub.add_parser(name, help=f"log-likelihood under a frozen base of {what}")
-        s.add_argument("--base", required=True)
-        s.add_argument(f"--{texts}", required=True)
-        s.add_argument("--out", required=True)
-        s.add_argument("--threads", type=int, default=1)
-        s.set_defaults(fn=cmd_loglik_pairs if texts == "comparisons" else cmd_loglik_pool)
-
-    s = sub.add_parser("rm-table", help="collect every proxy's metrics.json into one table")
-    s.add_argument("--metrics", nargs="+", required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(fn=cmd_rm_table)
-
-    s = sub.add_parser("pool", help="sample the best-of-n pool from pi_init")
-    s.add_argument("--policy", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--prompts", type=int, required=True)
-    s.add_argument("--samples", type=int, required=True)
-    s.add_argument("--prompt-chars", type=int, required=True)
-    s.add_argument("--completion-tokens", type=int, required=True)
-    s.add_argument("--batch-size", type=int, default=1024)
-    s.add_argument("--prompt-file", default=None, help="prompts table from `overopt prompts` (default: corpus)")
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(fn=cmd_pool)
-
-    s = sub.add_parser("score-gold", help="score the pool with the gold")
-    s.add_argument("--pool", required=True)
-    s.add_argument("--gold", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(fn=cmd_score_gold)
-
-    s = sub.add_parser("score-proxy", help="score the pool with one proxy RM")
-    s.add_argument("--pool", required=True)
-    s.add_argument("--gold-scores", required=True)
-    s.add_argument("--rm", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
-    s.add_argument("--loglik", default=None, help="the base's pool log-likelihoods (`overopt loglik-pool`)")
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(fn=cmd_score_proxy)
-
-    s = sub.add_parser("bon-curve", help="best-of-n gold and proxy against d, from one scores file")
-    s.add_argument("--scores", required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(fn=cmd_bon_curve)
-
-    s = sub.add_parser("fit-bon", help="fit d(alpha - beta d) to every best-of-n curve")
-    s.add_argument("--scores", nargs="+", required=True)
-    s.add_argument("--metrics", nargs="+", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--bootstrap", type=int, required=True)
-    s.set_defaults(fn=cmd_fit_bon)
-
-    s = sub.add_parser("fig-bon", help="Figure 1 (best-of-n)")
-    s.add_argument("--curves", nargs="+", required=True)
-    s.add_argument("--fits", required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(fn=cmd_fig_bon)
-
-    s = sub.add_parser("ppo", help="optimise the policy against one proxy RM with PPO")
-    for k in ("policy", "rm", "gold", "pool", "pool_gold", "scores", "out", "checkpoint"):
-        s.add_argument(f"--{k.replace('_', '-')}", required=True)
-    s.add_argument("--prompt-chars", type=int, required=True)
-    s.add_argument("--completion-tokens", type=int, required=True)
-    s.add_argument("--settings", required=True, help="the validated config's PPO settings, as JSON (rl, less the run selectors)")
-    s.add_argument("--kl-penalty", type=float, required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--updates", default=None, help="also write the optimiser's diagnostics, one row per step, here")
-    s.add_argument("--prompt-file", default=None, help="prompts table from `overopt prompts` (default: corpus)")
-    s.set_defaults(fn=cmd_ppo)
-
-    s = sub.add_parser("fit-rl", help="fit d(alpha - beta log d) to every PPO run")
-    s.add_argument("--runs", nargs="+", required=True)
-    s.add_argument("--metrics", nargs="+", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--min-d", type=float, required=True)
-    s.add_argument("--bootstrap", type=int, required=True)
-    s.set_defaults(fn=cmd_fit_rl)
-
-    s = sub.add_parser("fig-rl", help="Figures 1 (RL), 8, 9 and 14")
-    s.add_argument("--runs", nargs="+", required=True)
-    s.add_argument("--fits", required=True)
-    s.add_argument("--bon-curves", nargs="*", default=[])
-    s.add_argument("--bon-fits", default=None)
-    for k in ("fig01", "fig08", "fig09", "fig14"):
-        s.add_argument(f"--{k}", required=True)
-    s.set_defaults(fn=cmd_fig_rl)
-
-    s = sub.add_parser("scaling", help="coefficient lines in log RM size (Fig. 3)")
-    s.add_argument("--bon", default=None)
-    s.add_argument("--rl", default=None)
-    s.add_argument("--out", required=True)
-    s.add_argument("--figure", required=True)
-    s.add_argument("--bootstrap", type=int, required=True)
-    s.set_defaults(fn=cmd_scaling)
-
-    s = sub.add_parser("predict", help="where to stop: the predicted peak for an RM size, from a finished study")
-    s.add_argument("--results", default="results")
-    s.add_argument("--rm-params", type=float, required=True)
-    s.add_argument("--data", type=int, required=True)
-    s.add_argument("--method", choices=["bon", "rl"], required=True)
-    s.add_argument("--policy", default=None)
-    s.add_argument("--extrapolate", action="store_true")
-    s.set_defaults(fn=cmd_predict)
-
-    s = sub.add_parser("figures", help="Figures 4, 5, 6, 7, 10, 24, 26 and the extrapolation table")
-    s.add_argument("--bon-curves", nargs="+", required=True)
-    s.add_argument("--bon-fits", required=True)
-    s.add_argument("--rl-runs", nargs="*", default=[])
-    s.add_argument("--rl-fits", default=None)
-    s.add_argument("--policy-params", nargs="*", default=[], help="name=params for each policy")
-    s.add_argument("--loss-n", type=int, default=64)
-    s.add_argument("--bon-max-d", type=float, default=1.8)
-    s.add_argument("--rl-max-d", type=float, default=2.0)
-    s.add_argument("--extrapolation", required=True)
-    for k in ("fig04", "fig05", "fig06", "fig07", "fig10", "fig24", "fig26"):
-        s.add_argument(f"--{k}", required=True)
-    s.set_defaults(fn=cmd_figures)
-
-    s = sub.add_parser("forecast", help="predict the largest RM from the others' coefficient lines")
-    s.add_argument("--bon-fits", default=None)
-    s.add_argument("--bon-curves", nargs="*", default=[])
-    s.add_argument("--rl-fits", default=None)
-    s.add_argument("--rl-runs", nargs="*", default=[])
-    s.add_argument("--bootstrap", type=int, required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--figure", required=True)
-    s.set_defaults(fn=cmd_forecast)
-
-    s = sub.add_parser("findings", help="check the paper's findings on a finished study (exit 1 on a FAIL)")
-    s.add_argument("--results", default="results")
-    s.add_argument("--policy-params", nargs="*", default=[], help="name=params for each policy")
-    s.add_argument("--out", default=None, help="also write the lines here")
-    s.add_argument("--no-fail", action="store_true", help="exit 0 even when a finding fails")
-    s.add_argument("--loss-n", type=int, default=64, help="the n at which gold is read against RM loss")
-    s.set_defaults(fn=cmd_findings)
-
-    s = sub.add_parser("summary", help="results/summary.md: findings, seed-mean tables, job time by rule")
-    s.add_argument("--findings", required=True)
-    s.add_argument("--rm-metrics", required=True)
-    s.add_argument("--bon", default=None)
-    s.add_argument("--rl", default=None)
-    s.add_argument("--scaling", default=None)
-    s.add_argument("--benchmarks", nargs="*", default=[])
-    s.add_argument("--out", required=True)
-    s.set_defaults(fn=cmd_summary)
-
-    add_hf_parsers(sub)
-    a = p.parse_args(argv)
+    a = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     setup_logging()
     return a.fn(a) or 0
 

@@ -84,9 +84,10 @@ def scores_matrix(df) -> tuple[np.ndarray, np.ndarray]:
 def write_curve(scores: str, out: str) -> None:
     import pandas as pd
 
+    from .keys import scores_metadata, with_keys
     from .util import atomic_file
 
     proxy, gold = scores_matrix(pd.read_parquet(scores))
-    curve = bon_curve(proxy, gold)
+    curve = with_keys(bon_curve(proxy, gold), scores_metadata(scores)["keys"])
     with atomic_file(out) as tmp:
         curve.to_csv(tmp, index=False)

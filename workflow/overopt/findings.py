@@ -9,12 +9,12 @@ the standard error over prompts of the seed-mean curve.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .fit import fit_curve
+from .keys import main_policy
 
 RHO_MIN = 0.8  # rank correlation that counts as "ordered" (3 points: only a perfect order)
 R2_MIN = 0.95
@@ -39,29 +39,27 @@ def _spearman(x, y) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def load(results: str | Path) -> dict:
-    """Fit tables and the curves they were fitted on (the paths follow from the table rows, so
-    stale files of cells no longer in the grid are never read)."""
-    res = Path(results)
+def load(bon_fits: str | None = None, rl_fits: str | None = None, scaling: str | None = None,
+         bon_curves=(), rl_runs=(), scores=()) -> dict:
+    """The fit tables, the curves they were fitted on and the best-of-n scores files, each
+    matched to its fit row by the keys the files carry (`keys`). A fit row without its curve
+    is an error; a curve file of a cell no longer in the fit table is not read."""
+    from .keys import CELL, RUN, key_tuple, load_curves, scores_metadata
+
     out = {}
-    for method in ("bon", "rl"):
-        f = res / "fits" / f"{method}.csv"
-        if not f.exists():
+    for method, fits_file, files in (("bon", bon_fits, bon_curves), ("rl", rl_fits, rl_runs)):
+        if not fits_file:
             continue
-        fits = pd.read_csv(f)
-        frames = []
-        for r in fits.itertuples():
-            kl = f"kl{r.kl_penalty:g}/" if method == "rl" else ""
-            path = res / method / r.policy / r.rm / f"n{r.data}" / f"{kl}s{r.seed}.csv"
-            if method == "rl" and not path.exists():  # the penalty as written in the config, e.g. kl0.05
-                path = next((res / method / r.policy / r.rm / f"n{r.data}").glob(f"kl*/s{r.seed}.csv"))
-            c = pd.read_csv(path).assign(policy=r.policy, rm=r.rm, rm_params=r.rm_params, data=r.data, seed=r.seed)
-            if method == "rl":
-                c["kl_penalty"] = r.kl_penalty
-            frames.append(c)
-        out[method] = (fits, pd.concat(frames, ignore_index=True))
-    sc = res / "fits" / "scaling.csv"
-    out["scaling"] = pd.read_csv(sc) if sc.exists() else pd.DataFrame()
+        fits = pd.read_csv(fits_file)
+        keys = list(RUN if method == "rl" else CELL)
+        curves = fits[keys + ["rm_params"]].merge(load_curves(list(files)), on=keys, how="left") if len(files) else None
+        if curves is None or curves["d"].isna().any():
+            lost = fits[keys] if curves is None else curves.loc[curves["d"].isna(), keys]
+            raise ValueError(f"{fits_file}: no curve among the {len(files)} files given for "
+                             f"{', '.join('/'.join(map(str, r)) for r in lost.head(3).itertuples(index=False))}")
+        out[method] = (fits, curves)
+    out["scaling"] = pd.read_csv(scaling) if scaling else pd.DataFrame()
+    out["scores"] = {key_tuple(scores_metadata(f)["keys"]): f for f in scores}
     return out
 
 
@@ -77,10 +75,6 @@ def seed_mean_curves(curves: pd.DataFrame, key: str) -> dict:
     return out
 
 
-def main_policy(fits: pd.DataFrame) -> str:
-    return fits.groupby("policy")[["rm_params", "data"]].apply(lambda g: len(g.drop_duplicates())).idxmax()
-
-
 def turnover(c: pd.DataFrame, drop_se: float | None = None) -> tuple[bool, str]:
     """Gold peaks inside the range and falls from the peak by more than twice the standard
     error of that fall. `drop_se` is the SE of the paired per-prompt difference where it is known
@@ -93,15 +87,15 @@ def turnover(c: pd.DataFrame, drop_se: float | None = None) -> tuple[bool, str]:
     return ok, f"max {gmax:.3f} at d {dmax:.2f}, {gend:.3f} at d {dend:.2f} (fall {gmax - gend:.3f}, 2 SE {2 * se:.3f})"
 
 
-def paired_drop_se(results: Path, policy: str, rm: str, data: int, seeds: list[int], i_max: int) -> float | None:
+def paired_drop_se(scores: dict, policy: str, rm: str, data: int, seeds: list[int], i_max: int) -> float | None:
     """SE over prompts of gold(best-of-n at grid point i_max) - gold(best-of-N), seed-averaged
-    per prompt, from the scores files (None when they are not there)."""
+    per prompt, from the scores files ({keys: path}; None when one of them is not given)."""
     from .estimator import bon_per_prompt, n_grid, scores_matrix
 
     per = []
     for s in seeds:
-        f = results / "scores" / policy / rm / f"n{data}" / f"s{s}.parquet"
-        if not f.exists():
+        f = scores.get((policy, rm, int(data), int(s)))
+        if f is None:
             return None
         proxy, gold = scores_matrix(pd.read_parquet(f))
         g, _ = bon_per_prompt(proxy, gold, n_grid(proxy.shape[1]))
@@ -169,11 +163,11 @@ def per_seed_penalty_gaps(base: pd.DataFrame, pen: pd.DataFrame) -> tuple[bool, 
                     f"2 SE over seeds {2 * se:.3f}){' (better)' if better else ''}")
 
 
-def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
-    data = load(results)
+def check(data: dict, loss_n: int = 64) -> list[Finding]:
+    """The findings on `load`'s tables."""
     out: list[Finding] = []
     if "bon" not in data and "rl" not in data:
-        return [Finding("FAIL", "results", f"no fits under {results}/fits")]
+        return [Finding("FAIL", "results", "no fit table given")]
     means = {}
     for method, key in (("bon", "n"), ("rl", "step")):
         if method in data:
@@ -198,7 +192,7 @@ def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
             if method == "bon":
                 f = data["bon"][0]
                 rows = f[(f["policy"] == pol) & (f["rm_params"] == smallest) & (f["data"] == k[2])]
-                se = paired_drop_se(Path(results), pol, rows["rm"].iloc[0], k[2], sorted(rows["seed"]),
+                se = paired_drop_se(data["scores"], pol, rows["rm"].iloc[0], k[2], sorted(rows["seed"]),
                                     int(np.argmax(cells[k]["gold"])))
             ok, s = turnover(cells[k], se)
             any_ok |= ok
@@ -356,19 +350,13 @@ def check(results: str | Path, loss_n: int = 64) -> list[Finding]:
     return out
 
 
-def policy_check(results: str | Path, policy_params: dict | None = None) -> list[Finding]:
-    """Larger policy gains less, at a similar peak KL (best-of-n, cells shared by policies)."""
+def policy_check(data: dict, policy_params: dict | None = None) -> list[Finding]:
+    """Larger policy gains less, at a similar peak KL (best-of-n, cells shared by policies);
+    `policy_params`: {policy: parameter count}, policies ordered by it."""
     policy_params = dict(policy_params or {})
-    data = load(results)
     if "bon" not in data or data["bon"][0]["policy"].nunique() < 2:
         return [Finding("SKIP", "larger policy gains less at a similar peak KL", "one policy in the grid")]
     means = seed_mean_curves(data["bon"][1], "n")
-    for pol in data["bon"][0]["policy"].unique():  # sizes of tiny policies are recorded by pretraining
-        m = Path(results) / "base" / pol / "metrics.json"
-        if pol not in policy_params and m.exists():
-            import json
-
-            policy_params[pol] = json.loads(m.read_text())["params"]
     cells = {}
     for (pol, p, dsize), c in means.items():
         i = int(np.argmax(c["gold"]))

@@ -42,13 +42,14 @@ def peak(form: str, alpha: float, beta: float) -> dict:
 
 
 def load_proxy_metrics(metrics: list[str]) -> dict:
-    """Each proxy's metrics.json, keyed by "policy/rm/n{data}/s{seed}" (its path under rm/)."""
-    import json
-    import re
-    from pathlib import Path
+    """Each proxy's metrics.json, keyed by its grid keys (`keys.CELL`), as the proxy recorded them."""
+    from .keys import key_tuple, read_proxy_metrics
 
-    return {re.search(r"rm/(.+)/metrics\.json$", Path(m).as_posix()).group(1): json.loads(Path(m).read_text())
-            for m in metrics}
+    out = {}
+    for m in metrics:
+        d = read_proxy_metrics(m)
+        out[key_tuple(d["keys"])] = d
+    return out
 
 
 def bootstrap(form: str, d: np.ndarray, per_prompt: np.ndarray, B: int = 200, seed: int = 0) -> dict:
@@ -65,25 +66,22 @@ def bootstrap(form: str, d: np.ndarray, per_prompt: np.ndarray, B: int = 200, se
 
 def fit_bon_table(scores: list[str], metrics: list[str], out: str, B: int = 200) -> "pd.DataFrame":
     """One row per best-of-n curve: the fit, its bootstrap intervals, and the measured peak."""
-    import re
-    from pathlib import Path
-
     import pandas as pd
 
     from .estimator import bon_kl, bon_per_prompt, n_grid, scores_matrix
+    from .keys import key_tuple, scores_metadata
     from .util import atomic_file
 
-    pat = re.compile(r"(?P<policy>[^/]+)/(?P<rm>[^/]+)/n(?P<data>\d+)/s(?P<seed>\d+)\.parquet$")
     params = load_proxy_metrics(metrics)
     rows = []
     for path in scores:
-        g = pat.search(Path(path).as_posix())
+        g = scores_metadata(path)["keys"]
         proxy, gold = scores_matrix(pd.read_parquet(path))
         ns = n_grid(proxy.shape[1])
         d = np.sqrt(bon_kl(ns))
         per_gold, per_proxy = bon_per_prompt(proxy, gold, ns)
         curve = per_gold.mean(0)
-        m = params[f"{g['policy']}/{g['rm']}/n{g['data']}/s{g['seed']}"]
+        m = params[key_tuple(g)]
         i = int(np.argmax(curve))
         rows.append({
             "policy": g["policy"], "rm": g["rm"], "rm_params": m["params"], "data": int(g["data"]),
@@ -108,26 +106,24 @@ def fit_rl_table(runs: list[str], metrics: list[str], out: str, min_d: float, B:
     The RL form is known to fail very near d = 0 (paper, Sec. 3.1), hence the cut-off. The
     intervals are a parametric bootstrap: each evaluated point is redrawn from N(gold, gold_se).
     """
-    import re
-    from pathlib import Path
-
     import pandas as pd
 
+    from .keys import RUN, key_tuple, require_columns
     from .util import atomic_file
 
-    pat = re.compile(r"(?P<policy>[^/]+)/(?P<rm>[^/]+)/n(?P<data>\d+)/kl(?P<kl>[^/]+)/s(?P<seed>\d+)\.csv$")
     params = load_proxy_metrics(metrics)
     rng = np.random.default_rng(0)
     rows = []
     for path in runs:
-        g = pat.search(Path(path).as_posix())
         c = pd.read_csv(path)
-        m = params[f"{g['policy']}/{g['rm']}/n{g['data']}/s{g['seed']}"]
+        require_columns(c, RUN, path)
+        g = c.iloc[0]
+        m = params[key_tuple(g)]
         keep = c["d"] >= min_d
         d, r, se = c.loc[keep, "d"].to_numpy(), c.loc[keep, "gold"].to_numpy(), c.loc[keep, "gold_se"].to_numpy()
         i = int(np.argmax(c["gold"]))
         row = {"policy": g["policy"], "rm": g["rm"], "rm_params": m["params"], "data": int(g["data"]),
-               "kl_penalty": float(g["kl"]), "seed": int(g["seed"]), "val_acc": m["val_acc"], "val_loss": m["val_loss"],
+               "kl_penalty": float(g["kl_penalty"]), "seed": int(g["seed"]), "val_acc": m["val_acc"], "val_loss": m["val_loss"],
                "fit_points": int(keep.sum()), "fit_min_d": min_d,
                "gold_max": float(c["gold"].iloc[i]), "d_at_max": float(c["d"].iloc[i]),
                "step_at_max": int(c["step"].iloc[i]), "gold_end": float(c["gold"].iloc[-1]),

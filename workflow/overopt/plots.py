@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .fit import predict
-
-CURVE = re.compile(r"(?P<policy>[^/]+)/(?P<rm>[^/]+)/n(?P<data>\d+)/(kl(?P<kl>[^/]+)/)?s(?P<seed>\d+)\.csv$")
-
+from .keys import main_policy, with_params
 
 def style():
     import matplotlib
@@ -62,20 +59,6 @@ def kl_axis(ax) -> None:
     top.set_xlabel("KL (nats)")
 
 
-def load_curves(paths: list[str]) -> pd.DataFrame:
-    frames = []
-    for p in paths:
-        g = CURVE.search(Path(p).as_posix())
-        df = pd.read_csv(p).assign(policy=g["policy"], rm=g["rm"], data=int(g["data"]), seed=int(g["seed"]))
-        if g["kl"] is not None:
-            df["kl_penalty"] = float(g["kl"])
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)
-
-
-def with_params(curves: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
-    return curves.merge(fits[["policy", "rm", "data", "seed", "rm_params"]].drop_duplicates(),
-                        on=["policy", "rm", "data", "seed"])
 
 
 def _legend(ax, extra=()):
@@ -255,11 +238,6 @@ def fig_scaling(fits: dict, table: pd.DataFrame, out_pdf: str) -> None:
         axes[r, 1].legend(title="comparisons", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     save(fig, out_pdf)
     plt.close(fig)
-
-
-def main_policy(curves: pd.DataFrame) -> str:
-    """The policy with the most grid cells: where the RM-size and data sweeps live."""
-    return curves.groupby("policy")[["rm", "data"]].apply(lambda g: len(g.drop_duplicates())).idxmax()
 
 
 def _seed_mean(g: pd.DataFrame, key: str) -> pd.DataFrame:

@@ -54,11 +54,13 @@ def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int
     readout; without it they are computed here, to the same numbers."""
     import pandas as pd
 
+    from .keys import CELL, read_proxy_metrics
     from .loglik import pool_logliks
     from .rm import load_proxy, loglik_readout, rewards_by_prompt
     from .util import log, native_bf16, resolve_dtype, seed_everything
 
     seed_everything(0, threads)
+    keys = read_proxy_metrics(rm_dir)["keys"]
     df = pd.read_parquet(pool)
     model, tok, lm, readout = load_proxy(rm_dir)
     dt = resolve_dtype(dtype)
@@ -72,12 +74,12 @@ def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int
         r = r + (readout(pool_logliks(loglik, df)) if loglik else loglik_readout(lm, readout, tok, prompts, comps))
     gold = pd.read_parquet(gold_scores)
     res = df[["prompt_id", "sample_id"]].assign(proxy=r - r.mean()).merge(gold[["prompt_id", "sample_id", "gold"]])
-    write_scores(res, out, proxy_offset=float(r.mean()))
+    write_scores(res, out, proxy_offset=float(r.mean()), keys={k: keys[k] for k in CELL})
 
 
-def write_scores(res, out: str, proxy_offset: float) -> None:
-    """The scores table, with the proxy's raw pi_init mean kept as file metadata so that RL
-    can re-centre its proxy scores on exactly the same origin."""
+def write_scores(res, out: str, proxy_offset: float, keys: dict) -> None:
+    """The scores table, with the proxy's keys and its raw pi_init mean kept as file metadata
+    (RL re-centres its proxy scores on exactly the same origin)."""
     import json
 
     import pyarrow as pa
@@ -87,16 +89,14 @@ def write_scores(res, out: str, proxy_offset: float) -> None:
 
     table = pa.Table.from_pandas(res, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           b"overopt": json.dumps({"proxy_offset": proxy_offset}).encode()})
+                                           b"overopt": json.dumps({"proxy_offset": proxy_offset, "keys": keys}).encode()})
     with atomic_file(out) as tmp:
         pq.write_table(table, tmp)
 
 
 def proxy_offset(scores: str) -> float:
-    import json
+    from .keys import scores_metadata
 
-    import pyarrow.parquet as pq
-
-    return json.loads(pq.read_schema(scores).metadata[b"overopt"])["proxy_offset"]
+    return scores_metadata(scores)["proxy_offset"]
 
 

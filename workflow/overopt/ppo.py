@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import schema_defaults
+from .keys import with_keys
 from .util import Progress, atomic_file, autocast, device, generator, log, seed_everything
 
 
@@ -213,6 +214,7 @@ def run_ppo(
     threads: int = 1,
     inputs: tuple = (),
     updates_out: str | None = None,
+    keys: dict | None = None,
 ) -> pd.DataFrame:
     """PPO on `reward_fn(prompts, completions) -> np.ndarray`, evaluated with `gold_fn` too.
 
@@ -223,6 +225,7 @@ def run_ppo(
     `updates_out`: a CSV of the optimiser's diagnostics, one row per step (CleanRL's): approximate
     KL to the rollout policy, clip fraction, policy and value loss, the trust-region term, entropy,
     explained variance of the value head, and the gradient norm before clipping.
+    `keys`: the run's grid keys (`keys.RUN`), written as columns of the curve.
     """
     from .text import decode_ids, encode_texts
     from .hf import add_lora, read_spec, trainable_parameters
@@ -383,7 +386,7 @@ def run_ppo(
     df = pd.DataFrame(rows)
     # the sampled KL estimate is unbiased but can dip below 0 near pi_init; d takes the clipped value
     df.insert(2, "d", np.sqrt(df["kl"].clip(lower=0.0)))
-    df = df[["step", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]]
+    df = with_keys(df[["step", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]], keys or {})
     log.info("ppo: %.3f steps/s over %d steps", (cfg.steps - start) / max(time.time() - t0, 1e-9), cfg.steps - start)
     if updates_out:
         with atomic_file(updates_out) as tmp:

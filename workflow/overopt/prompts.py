@@ -78,3 +78,13 @@ def heldout_prompts(table: str | None, n: int, prompt_chars: int, rng: np.random
 
         return random_prompts(corpus_split()[1], n, prompt_chars, rng)
     return prompt_split(table, "heldout")[:n]
+
+
+def ppo_prompts(table: str | None, prompt_chars: int, seed: int) -> list[str]:
+    """PPO's training prompts: the file's whole training split, or 20,000 corpus windows drawn
+    with the run's seed (the pool's prompts come from held-out topics)."""
+    if table is not None:
+        return prompt_split(table, "train")
+    from .text import corpus_split, random_prompts
+
+    return random_prompts(corpus_split()[0], 20000, prompt_chars, np.random.default_rng(seed + 1000))

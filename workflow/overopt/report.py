@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
-
 import pandas as pd
 
+from .keys import read_proxy_metrics
 from .util import atomic_file
-
-RM_PATH = re.compile(r"rm/(?P<policy>[^/]+)/(?P<rm>[^/]+)/n(?P<data>\d+)/s(?P<seed>\d+)/metrics\.json$")
 
 
 def rm_table(metrics_paths: list[str], out: str) -> pd.DataFrame:
-    """One row per proxy RM, its grid coordinates parsed from its path."""
+    """One row per proxy RM, with the grid keys it recorded."""
     rows = []
     for p in metrics_paths:
-        m = RM_PATH.search(Path(p).as_posix())
-        if m is None:
-            raise ValueError(f"{p}: not a results/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}/metrics.json path")
-        d = json.loads(Path(p).read_text())
-        rows.append({"policy": m["policy"], "rm": m["rm"], "data": int(m["data"]), "seed": int(m["seed"]),
+        d = read_proxy_metrics(p)
+        rows.append({**d["keys"],
                      **{k: d[k] for k in ("params", "val_loss", "val_acc", "train_pairs", "seconds")},
                      # c of the base-likelihood readout; empty for a proxy scored by its head alone
                      "base_loglik_weight": d.get("base_loglik_weight", float("nan")),

@@ -18,6 +18,7 @@ from .hf import ADAPTER_BASE, add_lora, read_spec, trainable_parameters
 from .models import (PROMPT_REUSE_MIN, count_params, direct_gpt2, gpt2_rewards_with_prefix, last_token, load_causal,
                      load_reward, load_tokenizer, read_metrics, reward_forward)
 from .text import CharCodec, encode_texts, pad_ids, prompt_batches, split_at_prompts
+from .keys import proxy_keys
 from .util import Progress, atomic_dir, autocast, device, log, seed_everything, write_json
 
 READOUT = "readout.json"      # in a proxy's directory: the weight (and cap) of its base-likelihood feature
@@ -141,6 +142,9 @@ def train_rm(
     readout_lr: float | None = None,
     readout_cap: bool = False,
     loglik: str | None = None,
+    *,
+    policy: str,
+    rm: str,
 ) -> dict:
     """One proxy: the base with a fresh scalar head on its last token, trained with the BT loss.
 
@@ -156,7 +160,8 @@ def train_rm(
     uncapped readout rewards most, and the gold does not (docs/world.md, entry 16). Both start
     at the one-feature Bradley-Terry optimum (`warm_cap`), which leaves the feature uncapped where
     the pairs do not ask for a cap. `loglik`: the base's table of pair log-likelihoods
-    (`loglik.pairs_table`); without it they are computed here, to the same numbers."""
+    (`loglik.pairs_table`); without it they are computed here, to the same numbers. `policy`, `rm`:
+    the names of its grid cell, recorded with the data size and seed as its keys (`keys.CELL`)."""
     seed_everything(seed, threads)
     df = pd.read_parquet(comparisons)
     train = train_subset(df, data_size)
@@ -232,6 +237,7 @@ def train_rm(
         "epochs": epochs,
         "seed": seed,
         "seconds": prog.elapsed,
+        "keys": proxy_keys(policy, rm, data_size, seed),
     }
     log.info("proxy RM: val_acc=%.3f val_loss=%.3f (%d params, %d pairs)", metrics["val_acc"], metrics["val_loss"], n_params, len(train))
     with atomic_dir(out) as tmp:

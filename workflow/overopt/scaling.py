@@ -158,3 +158,31 @@ def forecast_table(fits: pd.DataFrame, method: str, B: int = 500, seed: int = 0)
             "gold_rel_err": (in_range - m["gold_max"]) / abs(m["gold_max"]) if m["gold_max"] else np.nan,
         })
     return pd.DataFrame(rows)
+
+
+def extrapolation_table(bon: tuple, rl: tuple | None, bon_max_d: float, rl_max_d: float):
+    """Figure 26: fit each seed-mean curve of the main policy at the largest data size on its
+    left part (d <= max_d), and read the error of the prediction at the curve's end.
+
+    `bon`, `rl`: (curves, fits) of each method (rl: None where the grid has none; its KL-penalised
+    runs are left out). Returns (curves by method with their RM sizes, max_d by method, the table)."""
+    from .findings import seed_mean_curves
+    from .fit import extrapolation_error
+    from .keys import main_policy, with_params
+
+    curves = {"bon": with_params(*bon)}
+    max_d = {"bon": bon_max_d}
+    if rl is not None:
+        runs, fits = rl
+        curves["rl"] = with_params(runs[runs["kl_penalty"] == 0], fits)
+        max_d["rl"] = rl_max_d
+    pol = main_policy(bon[1])
+    rows = []
+    for method, c in curves.items():
+        c = c[c["policy"] == pol]
+        top = c["data"].max()
+        for key, m in seed_mean_curves(c[c["data"] == top], "n" if method == "bon" else "step").items():
+            rows.append({"method": method, "policy": key[0], "rm_params": key[1], "data": key[2],
+                         "rm": c[c["rm_params"] == key[1]]["rm"].iloc[0], "max_d": max_d[method],
+                         **extrapolation_error(method, m["d"], m["gold"], max_d[method])})
+    return curves, max_d, pd.DataFrame(rows)

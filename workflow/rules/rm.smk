@@ -49,7 +49,7 @@ rule train_rm:
         gpu=lambda w: gpus(w.rm),
     shell:
         "overopt train-rm --base {params.base} --comparisons {input.comparisons} --out {output}"
-        " --data-size {wildcards.data} --seed {wildcards.seed} --epochs {params.epochs}"
+        " --cell {wildcards.policy} {wildcards.rm} --data-size {wildcards.data} --seed {wildcards.seed} --epochs {params.epochs}"
         " --batch-size {params.batch_size} --lr {params.lr} {params.readout} --threads {threads} > {log} 2>&1"
 
 

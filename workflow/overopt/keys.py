@@ -1,0 +1,87 @@
+"""Grid keys travel inside the files they describe, never in their paths.
+
+A proxy records its keys in its metrics.json; the scores file copies them into its metadata,
+the best-of-n curve and the PPO run into columns. Readers take a file's keys from the file:
+the directory layout under results/ is Snakemake's business alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CELL = ("policy", "rm", "data", "seed")  # a proxy: one (policy, RM size, data size, seed)
+RUN = ("policy", "rm", "data", "kl_penalty", "seed")  # a PPO run: a proxy's cell x its KL penalty
+
+
+def proxy_keys(policy: str, rm: str, data: int, seed: int) -> dict:
+    return {"policy": str(policy), "rm": str(rm), "data": int(data), "seed": int(seed)}
+
+
+def key_tuple(keys, cols=CELL) -> tuple:
+    return tuple(keys[c] for c in cols)
+
+
+def read_proxy_metrics(path: str | Path) -> dict:
+    """A proxy's metrics.json (the file, or the proxy's directory), checked for its keys."""
+    path = Path(path)
+    path = path / "metrics.json" if path.is_dir() else path
+    m = json.loads(path.read_text())
+    if not isinstance(m.get("keys"), dict) or set(CELL) - set(m["keys"]):
+        raise ValueError(f"{path}: no grid keys {CELL} in it (a proxy trained by an older overopt): "
+                         "retrain it, e.g. `snakemake -R train_rm`")
+    return m
+
+
+def with_keys(df, keys: dict):
+    """`df` with one constant column per key, in front."""
+    df = df.copy()
+    for i, (k, v) in enumerate(keys.items()):
+        df.insert(i, k, v)
+    return df
+
+
+def scores_metadata(path: str | Path) -> dict:
+    """The overopt metadata of a scores file: the proxy's keys and its pi_init offset."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    if b"overopt" not in meta:
+        raise ValueError(f"{path}: not a scores file written by `overopt score-proxy` (no overopt metadata)")
+    out = json.loads(meta[b"overopt"])
+    if set(CELL) - set(out.get("keys", {})):
+        raise ValueError(f"{path}: no grid keys {CELL} in its metadata (written by an older overopt): rescore it")
+    return out
+
+
+def require_columns(df, cols, source) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{source}: no key column(s) {missing} (written by an older overopt): rerun the step that wrote it")
+
+
+def load_curves(paths: list[str]):
+    """Best-of-n curves or PPO runs, one table, each row with its file's keys (columns written
+    by `overopt bon-curve` and `overopt ppo`)."""
+    import pandas as pd
+
+    frames = []
+    for p in paths:
+        df = pd.read_csv(p)
+        require_columns(df, CELL, p)
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True)
+    dup = out.drop_duplicates([c for c in RUN if c in out] + ["n" if "n" in out else "step"])
+    if len(dup) < len(out):
+        raise ValueError(f"two of the {len(paths)} curve files carry the same keys: {paths[:3]} ...")
+    return out
+
+
+def with_params(curves, fits):
+    """`curves` with the proxy's parameter count (`rm_params`) from the fit table."""
+    return curves.merge(fits[list(CELL) + ["rm_params"]].drop_duplicates(), on=list(CELL))
+
+
+def main_policy(table) -> str:
+    """The policy with the most (RM, data size) cells: where the RM-size and data sweeps live."""
+    return table.groupby("policy")[["rm", "data"]].apply(lambda g: len(g.drop_duplicates())).idxmax()
