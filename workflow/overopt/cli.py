@@ -17,6 +17,7 @@ from pathlib import Path
 if "OMP_NUM_THREADS" in os.environ:
     os.environ.setdefault("RAYON_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 
+from .config import schema_defaults  # noqa: E402
 from .util import setup_logging  # noqa: E402
 
 
@@ -287,6 +288,7 @@ def cmd_plan(a):
 
 # Every option, defined once: its argparse settings. A command lists the options it takes; a
 # (name, {...}) entry gives that command its own settings for the option.
+_ANALYSIS = schema_defaults("analysis")
 _req = {"required": True}
 _int = {"type": int, "required": True}
 _float = {"type": float, "required": True}
@@ -295,7 +297,7 @@ _opt_files = {"nargs": "*", "default": []}
 OPTIONS = {
     "out": _req, "spec": {"type": _json, "required": True}, "tokenizer": _req, "policy": _req, "rm": _req,
     "base": _req, "gold": _req, "pool": _req, "comparisons": _req, "pairs": _req, "scores": _req,
-    "steps": _int, "batch-size": _int, "seq-len": _int, "lr": _float, "seed": _int, "epochs": {"type": int, "default": 1},
+    "steps": _int, "batch-size": _int, "seq-len": _int, "lr": _float, "seed": _int, "epochs": _int,
     "threads": {"type": int, "default": 1, "help": "torch threads (a Snakemake rule passes its own)"},
     "prompt-chars": _int, "completion-tokens": _int, "prompts": _int, "samples": _int,
     "prompt-file": {"default": None, "help": "prompts table from `overopt prompts` (default: the tiny world's corpus)"},
@@ -315,8 +317,10 @@ OPTIONS = {
     "bon-fits": {"default": None}, "rl-fits": {"default": None}, "bon-curves": _opt_files, "rl-runs": _opt_files,
     "scaling": {"default": None, "help": "the coefficient table of `overopt scaling`"},
     "policy-params": {"nargs": "*", "default": [], "help": "name=params for each policy"},
-    "loss-n": {"type": int, "default": 64, "help": "the n at which gold is read against RM loss"},
-    "bon-max-d": {"type": float, "default": 1.8}, "rl-max-d": {"type": float, "default": 2.0},
+    # defaults of the options a user may leave out: the config schema's (analysis), defined there once
+    "loss-n": {"type": int, "default": _ANALYSIS["loss_n"], "help": "the n at which gold is read against RM loss"},
+    "bon-max-d": {"type": float, "default": _ANALYSIS["extrapolate_bon_max_d"]},
+    "rl-max-d": {"type": float, "default": _ANALYSIS["extrapolate_rl_max_d"]},
     "extrapolation": _req, "figure": _req, "findings": _req, "rm-metrics": _req,
     "bon": {"default": None}, "rl": {"default": None}, "benchmarks": _opt_files,
     "results": {"default": "results"}, "rm-params": _float, "data": _int,
@@ -336,10 +340,10 @@ COMMANDS = {
              ["spec", "reference", "out", "prompt-chars", "completion-tokens", "seed"]),
     "pairs": (cmd_pairs, "sample two pi_init completions of each training prompt",
               ["policy", "out", "train-pairs", "val-pairs", "prompt-chars", "completion-tokens", "prompt-file",
-               ("batch-size", {"type": int, "default": 512}), "seed", "threads"]),
+               "batch-size", "seed", "threads"]),
     "comparisons": (cmd_comparisons, "label the sampled pairs by the gold", ["pairs", "gold", "out", "label-noise", "threads"]),
     "train-rm": (cmd_train_rm, "train one proxy reward model",
-                 ["base", "comparisons", "out", "cell", "data-size", "seed", "epochs", ("batch-size", {"type": int, "default": 32}),
+                 ["base", "comparisons", "out", "cell", "data-size", "seed", "epochs", "batch-size",
                   "lr", "threads", "base-loglik", "readout-lr", "readout-cap", "loglik"]),
     "loglik-pairs": (cmd_loglik_pairs, "log-likelihood under a frozen base of both completions of every comparison pair",
                      ["base", "comparisons", "out", "threads"]),
@@ -348,7 +352,7 @@ COMMANDS = {
     "rm-table": (cmd_rm_table, "collect every proxy's metrics.json into one table", ["metrics", "out"]),
     "pool": (cmd_pool, "sample the best-of-n pool from pi_init",
              ["policy", "out", "prompts", "samples", "prompt-chars", "completion-tokens",
-              ("batch-size", {"type": int, "default": 1024}), "prompt-file", "seed", "threads"]),
+              "batch-size", "prompt-file", "seed", "threads"]),
     "score-gold": (cmd_score_gold, "score the pool with the gold", ["pool", "gold", "out", "threads"]),
     "score-proxy": (cmd_score_proxy, "score the pool with one proxy RM",
                     ["pool", "gold-scores", "rm", "out", "dtype", "loglik", "threads"]),
