@@ -131,3 +131,9 @@ def test_an_overlay_changes_only_its_keys_in_snakemakes_merge(tmp_path):
     gold = next(line for line in r.stdout.splitlines() if "overopt gold " in line)
     assert '"runs":-0.25' in gold and '"clumps":-0.8' in gold and '"fluency":0.5' in gold and "results-w11/gold" in gold
     assert "results-w11/rl/lm-m/lm-l/n4000/kl0.05/s3.csv" in r.stdout
+
+
+def test_lint_is_clean():
+    """`snakemake --lint` on the default config: no warning of any kind."""
+    r = snakemake_cmd(ROOT, "--lint")
+    assert r.returncode == 0 and "Lints for" not in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]

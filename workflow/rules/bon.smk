@@ -26,6 +26,8 @@ rule pool:
         mem_mb=mem("policy", base=4000),
         runtime=runtime("policy", base=60),
         gpu=lambda w: gpus(w.policy),
+    conda:
+        CONDA_ENV
     shell:
         "overopt pool --policy {params.policy} --out {output} --prompts {params.prompts}"
         " --samples {params.samples} --prompt-chars {params.prompt_chars}"
@@ -49,6 +51,8 @@ rule score_gold:
         mem_mb=mem("gold", base=4000),
         runtime=runtime("gold", base=60),
         gpu=1 if "hf" in CFG["gold"] else 0,
+    conda:
+        CONDA_ENV
     shell:
         "overopt score-gold --pool {input.pool} --gold {input.gold} --out {output}"
         " --threads {threads} > {log} 2>&1"
@@ -72,6 +76,8 @@ rule loglik_pool:
         mem_mb=mem("rm", base=4000),
         runtime=runtime("rm", base=60),
         gpu=lambda w: gpus(w.rm),
+    conda:
+        CONDA_ENV
     shell:
         "overopt loglik-pool --base {params.base} --pool {input.pool} --out {output} --threads {threads} > {log} 2>&1"
 
@@ -97,6 +103,8 @@ rule score_proxy:
         mem_mb=mem("rm", base=4000),
         runtime=runtime("rm", base=60),
         gpu=lambda w: gpus(w.rm),
+    conda:
+        CONDA_ENV
     shell:
         "overopt score-proxy --pool {input.pool} --gold-scores {input.gold_scores} --rm {input.rm}"
         " --out {output} --dtype {params.dtype} {params.loglik} --threads {threads} > {log} 2>&1"
@@ -113,6 +121,8 @@ rule bon_curve:
     resources:
         mem_mb=mem(base=2000),
         runtime=runtime(base=10),
+    conda:
+        CONDA_ENV
     shell:
         "overopt bon-curve --scores {input} --out {output} > {log} 2>&1"
 
@@ -132,6 +142,8 @@ rule fit_bon:
     resources:
         mem_mb=mem(base=4000),
         runtime=runtime(base=10),
+    conda:
+        CONDA_ENV
     shell:
         "overopt fit-bon --scores {input.scores} --metrics {params.metrics} --out {output}"
         " --bootstrap {params.bootstrap} > {log} 2>&1"
@@ -150,5 +162,7 @@ rule fig_bon:
     resources:
         mem_mb=mem(base=2000),
         runtime=runtime(base=10),
+    conda:
+        CONDA_ENV
     shell:
         "overopt fig-bon --curves {input.curves} --fits {input.fits} --out {output.pdf} > {log} 2>&1"

@@ -9,6 +9,9 @@ except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
 OUT = CFG["outdir"]
+# one environment for every rule: the package and its dependencies (its post-deploy script
+# installs this checkout), for `--software-deployment-method conda`
+CONDA_ENV = "../../envs/overopt.yaml"
 MODELS = CFG["models"]
 
 
@@ -272,3 +275,14 @@ localrules:
     figures,
     findings,
     summary,
+
+
+def write_spec(spec: str, out: str, log: str) -> None:
+    """The model_spec rule's job: an hf: model's spec file, from its canonical JSON param."""
+    import json
+    from pathlib import Path
+
+    from overopt.util import write_json
+
+    write_json(json.loads(spec), out)
+    Path(log).write_text(f"{out}: {spec}\n")

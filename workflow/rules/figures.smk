@@ -1,4 +1,5 @@
 # The paper's aggregate figures (4, 5, 6, 7, 10, 24, 26) and the findings check.
+import os
 
 POLICY_FIGS = ["fig07_policy_size", "fig24_policy_gap"] if multi_policy() else []
 AGG_FIGS = ["fig04_data_size", "fig05_rm_loss_gold", "fig06_rm_loss", "fig10_max_gold", "fig26_extrapolation"]
@@ -20,13 +21,15 @@ rule figures:
         loss_n=CFG["analysis"]["loss_n"],
         bon_max_d=CFG["analysis"]["extrapolate_bon_max_d"],
         rl_max_d=CFG["analysis"]["extrapolate_rl_max_d"],
-        figdir=f"{OUT}/figures",
+        figdir=lambda w, output: os.path.dirname(output.pdfs[0]),
     log:
         f"{OUT}/logs/figures.log",
     threads: 1
     resources:
         mem_mb=mem(base=2000),
         runtime=runtime(base=10),
+    conda:
+        CONDA_ENV
     shell:
         "overopt figures --bon-curves {input.bon_curves} --bon-fits {input.bon_fits} {params.rl}"
         " --policy-params {params.policy_params} --loss-n {params.loss_n} --bon-max-d {params.bon_max_d}"
@@ -60,6 +63,8 @@ rule findings:
     resources:
         mem_mb=mem(base=2000),
         runtime=runtime(base=10),
+    conda:
+        CONDA_ENV
     shell:
         # a FAIL is a result to read, not a broken job: --no-fail here, `overopt findings` exits 1
         "overopt findings --bon-fits {input.bon} --bon-curves {input.bon_curves} --scores {input.scores}"
@@ -85,6 +90,8 @@ rule summary:
     resources:
         mem_mb=mem(base=1000),
         runtime=runtime(base=5),
+    conda:
+        CONDA_ENV
     shell:
         "overopt summary --findings {input.findings} --rm-metrics {input.rm_metrics} --bon {input.bon}"
         " {params.optional} --benchmarks {input.benchmarks} --out {output} > {log} 2>&1"

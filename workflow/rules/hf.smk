@@ -1,6 +1,4 @@
 # Real scale: hf: model spec files and prompts from a file (see workflow/overopt/hf.py, prompts.py).
-import json
-from pathlib import Path
 
 
 rule model_spec:
@@ -13,10 +11,7 @@ rule model_spec:
         f"{OUT}/logs/hf/{{model}}.log",
     run:
         # in the Snakemake process: a subprocess would spend seconds importing torch to write a file
-        from overopt.util import write_json
-
-        write_json(json.loads(params.spec), output[0])
-        Path(log[0]).write_text(f"{output[0]}: {params.spec}\n")
+        write_spec(params.spec, output[0], log[0])
 
 
 rule prompts:
@@ -31,6 +26,8 @@ rule prompts:
         prompt_chars=CFG["world"]["prompt_chars"],
     log:
         f"{OUT}/logs/prompts.log",
+    conda:
+        CONDA_ENV
     shell:
         "overopt prompts --path {input} --column {params.column} --heldout {params.heldout}"
         " --seed {params.seed} --prompt-chars {params.prompt_chars} --out {output} > {log} 2>&1"

@@ -31,6 +31,8 @@ rule ppo:
         mem_mb=mem("policy", "policy", "rm", "gold", base=4000),
         runtime=runtime("policy", base=120),
         gpu=lambda w: gpus(w.policy, w.rm),
+    conda:
+        CONDA_ENV
     shell:
         "overopt ppo --policy {params.policy} --rm {input.rm} --gold {input.gold} --pool {input.pool}"
         " --pool-gold {input.pool_gold} --scores {input.scores} --out {output.curve} --updates {output.updates}"
@@ -54,6 +56,8 @@ rule fit_rl:
     resources:
         mem_mb=mem(base=2000),
         runtime=runtime(base=10),
+    conda:
+        CONDA_ENV
     shell:
         "overopt fit-rl --runs {input.runs} --metrics {params.metrics} --out {output}"
         " --min-d {params.min_d} --bootstrap {params.bootstrap} > {log} 2>&1"
@@ -79,6 +83,8 @@ rule fig_rl:
     resources:
         mem_mb=mem(base=2000),
         runtime=runtime(base=10),
+    conda:
+        CONDA_ENV
     shell:
         "overopt fig-rl --runs {input.runs} --fits {input.fits} {params.bon} --fig01 {output.fig01}"
         " --fig08 {output.fig08} --fig09 {output.fig09} --fig14 {output.fig14} > {log} 2>&1"

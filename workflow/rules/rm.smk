@@ -19,6 +19,8 @@ rule loglik_pairs:
         mem_mb=mem("rm", base=3000),
         runtime=runtime("rm", base=30),
         gpu=lambda w: gpus(w.rm),
+    conda:
+        CONDA_ENV
     shell:
         "overopt loglik-pairs --base {params.base} --comparisons {input.comparisons} --out {output}"
         " --threads {threads} > {log} 2>&1"
@@ -47,6 +49,8 @@ rule train_rm:
         mem_mb=mem("rm", base=3000),
         runtime=runtime("rm", base=30),
         gpu=lambda w: gpus(w.rm),
+    conda:
+        CONDA_ENV
     shell:
         "overopt train-rm --base {params.base} --comparisons {input.comparisons} --out {output}"
         " --cell {wildcards.policy} {wildcards.rm} --data-size {wildcards.data} --seed {wildcards.seed} --epochs {params.epochs}"
@@ -66,5 +70,7 @@ rule rm_table:
     resources:
         mem_mb=mem(base=1000),
         runtime=runtime(base=5),
+    conda:
+        CONDA_ENV
     shell:
         "overopt rm-table --metrics {params.metrics} --out {output} > {log} 2>&1"

@@ -18,6 +18,8 @@ rule scaling:
     resources:
         mem_mb=mem(base=2000),
         runtime=runtime(base=10),
+    conda:
+        CONDA_ENV
     shell:
         "overopt scaling {params.fits} --out {output.table} --figure {output.pdf}"
         " --bootstrap {params.bootstrap} > {log} 2>&1"
@@ -43,6 +45,8 @@ rule forecast:
     resources:
         mem_mb=mem(base=2000),
         runtime=runtime(base=10),
+    conda:
+        CONDA_ENV
     shell:
         "overopt forecast {params.bon} {params.rl} --bootstrap {params.bootstrap} --out {output.table}"
         " --figure {output.pdf} > {log} 2>&1"

@@ -10,6 +10,8 @@ rule tokenizer:
     resources:
         mem_mb=mem(base=1000),
         runtime=runtime(base=5),
+    conda:
+        CONDA_ENV
     shell:
         "overopt tokenizer --out {output} > {log} 2>&1"
 
@@ -36,6 +38,8 @@ rule pretrain:
         mem_mb=mem("model", base=2000),
         runtime=runtime("model", base=30),
         gpu=0,
+    conda:
+        CONDA_ENV
     shell:
         "overopt pretrain --spec '{params.spec}' --tokenizer {input.tokenizer} --out {output}"
         " --steps {params.steps} --lr {params.lr} --batch-size {params.batch_size}"
@@ -63,6 +67,8 @@ rule gold:
     resources:
         mem_mb=mem("gold", base=2000),
         runtime=runtime("gold", base=10),
+    conda:
+        CONDA_ENV
     shell:
         "overopt gold --spec '{params.spec}' {params.reference} --out {output}"
         " --prompt-chars {params.prompt_chars} --completion-tokens {params.completion_tokens}"
@@ -94,6 +100,8 @@ rule pairs:
         mem_mb=mem("policy", base=4000),
         runtime=runtime("policy", base=30),
         gpu=lambda w: gpus(w.policy),
+    conda:
+        CONDA_ENV
     shell:
         "overopt pairs --policy {params.policy} --out {output}"
         " --train-pairs {params.train_pairs} --val-pairs {params.val_pairs}"
@@ -120,6 +128,8 @@ rule comparisons:
         mem_mb=mem("gold", base=4000),
         runtime=runtime("gold", base=30),
         gpu=1 if "hf" in CFG["gold"] else 0,
+    conda:
+        CONDA_ENV
     shell:
         "overopt comparisons --pairs {input.pairs} --gold {input.gold} --out {output.pairs}"
         " --label-noise {params.label_noise} --threads {threads} > {log} 2>&1"
