@@ -1,16 +1,21 @@
-"""The findings check, the forecast and the extrapolation error on hand-made results."""
+"""The findings protocol (docs/findings.md) on synthetic families built to show each finding or
+not to, the cluster bootstrap behind its intervals, the findings CLI, the forecast and the
+extrapolation error."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from overopt.estimator import bon_kl, n_grid
+from overopt.bootstrap import Draw, draws
 from overopt.cli import main as cli
-from overopt.findings import check, first_d, load, measured_peak_d, penalty_beats_early_stopping, per_seed_penalty_gaps
+from overopt.estimator import bon_kl, n_grid
 from overopt.fit import extrapolation_error, fit_curve, predict
+from overopt.protocol import NOT_REACHED, Cell, View, findings, first_d, peak
 from overopt.scaling import forecast_table
 
 SIZES = {"r1": 10_000, "r2": 100_000, "r3": 1_000_000}
+NS = n_grid(1024)
+D = np.sqrt(bon_kl(NS))
 
 
 def coefs(params, data, turnover):
@@ -22,132 +27,143 @@ def coefs(params, data, turnover):
     return a, b
 
 
-def make_results(root, turnover=True):
-    ns = n_grid(1024)
-    d = np.sqrt(bon_kl(ns))
-    rows = []
+def bon_family(turnover=True, R=3, P=40, seed=0):
+    """Best-of-n cells: the family's curve, plus per prompt a shared difficulty that scales with d
+    and per replicate a small offset in slope: noise the bootstrap must carry."""
+    rng = np.random.default_rng(seed)
+    prompt = rng.normal(0, 0.05, (P, 1))
+    cells = {}
     for rm, p in SIZES.items():
         for data in (1000, 4000):
-            for seed in (0, 1):
-                a, b = coefs(p, data, turnover)
-                gold = predict("bon", d, a, b)
-                c = pd.DataFrame({"policy": "pol", "rm": rm, "data": data, "seed": seed, "n": ns, "kl": d**2, "d": d,
-                                  "gold": gold, "gold_se": 0.01, "proxy": 1.5 * d, "proxy_se": 0.01})
-                path = root / "bon" / "pol" / rm / f"n{data}" / f"s{seed}.csv"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                c.to_csv(path, index=False)
-                rows.append({"policy": "pol", "rm": rm, "rm_params": p, "data": data, "seed": seed,
-                             **fit_curve("bon", d, gold), "proxy_monotone": True})
-    (root / "fits").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(root / "fits" / "bon.csv", index=False)
-    return root
+            a, b = coefs(p, data, turnover)
+            gold = np.stack([predict("bon", D, a + rng.normal(0, 0.003), b) + prompt * D + rng.normal(0, 0.01, (P, D.size))
+                             for _ in range(R)])
+            loss = 0.7 - 0.02 * np.log10(p) - 0.01 * np.log10(data) + rng.normal(0, 0.001, R)
+            cells[("pol", rm, data)] = Cell(("pol", rm, data), p, list(range(R)), NS.astype(float), np.tile(D, (R, 1)),
+                                            gold, loss)
+    return cells
 
 
-def tables(root):
-    """`findings.load` on what a results directory holds (a test's own layout: keys are in the files)."""
-    fits = {m: str(root / "fits" / f"{m}.csv") if (root / "fits" / f"{m}.csv").exists() else None for m in ("bon", "rl")}
-    return load(fits["bon"], fits["rl"], None, sorted(map(str, (root / "bon").rglob("*.csv"))),
-                sorted(map(str, (root / "rl").rglob("*.csv"))))
-
-
-def findings_args(root):
-    return (["findings", "--bon-fits", str(root / "fits" / "bon.csv"), "--bon-curves"]
-            + sorted(map(str, (root / "bon").rglob("*.csv"))))
-
-
-def by_name(findings):
-    return {f.name.split(" (")[0]: f for f in findings}
-
-
-def test_findings_pass_on_a_family_that_turns_over(tmp_path):
-    f = by_name(check(tables(make_results(tmp_path))))
-    assert f["proxy rises monotonically with d"].status == "PASS"
-    assert f["gold turns over for the smallest RM"].status == "PASS"
-    assert f["larger RMs peak higher"].status == "PASS"
-    assert f["larger RMs peak later"].status == "PASS"
-    assert f["more data helps"].status == "PASS"
-    assert f["best-of-n d(alpha - beta d) fits with R^2 >= 0.95"].status == "PASS"
-
-
-def test_findings_fail_where_gold_never_turns_over(tmp_path, capsys):
-    root = make_results(tmp_path, turnover=False)
-    f = by_name(check(tables(root)))
-    assert f["gold turns over for the smallest RM"].status == "FAIL"
-    assert "max" in f["gold turns over for the smallest RM"].detail
-    assert cli(findings_args(root)) == 1  # a FAIL exits non-zero
-    assert "FAIL  gold turns over" in capsys.readouterr().out
-    assert cli(findings_args(root) + ["--no-fail"]) == 0
-
-
-def make_rl_results(root, peaks):
-    """PPO-like runs that rise linearly and fall after a peak at d = peaks[rm][0], as fast as
-    peaks[rm][1] (None: still rising at the end). d(alpha - beta log d) fits them poorly: a gentle
-    fall after 1.0 gets a fitted peak at 1.55, a steep one after 1.6 one at 0.75."""
+def rl_family(peaks, R=3, P=32, penalty=None, seed=1, noise=0.02):
+    """PPO-like cells that rise linearly and fall after a peak at d = peaks[rm][0], as fast as
+    peaks[rm][1] (None: still rising at the end); `penalty`: (rm, gold gain over the unpenalised
+    run's frontier) adds a penalised run of that RM."""
+    rng = np.random.default_rng(seed)
     d = np.linspace(0.0, 3.0, 31)
-    rows = []
+    steps = np.arange(d.size) * 5.0
+    cells = {}
+
+    def cell(key, p, g):
+        gold = np.stack([g + rng.normal(0, noise, (P, d.size)) for _ in range(R)])
+        cells[key] = Cell(key, p, list(range(R)), steps, np.tile(d, (R, 1)), gold)
+
     for rm, p in SIZES.items():
         d0, fall = peaks[rm] or (9.0, 0.0)
-        gold = 0.5 * np.minimum(d, d0) - fall * np.maximum(d - d0, 0) ** 2
-        for seed in (0, 1):
-            c = pd.DataFrame({"policy": "pol", "rm": rm, "data": 4000, "kl_penalty": 0.0, "seed": seed,
-                              "step": np.arange(d.size) * 5, "kl": d**2, "d": d, "gold": gold, "gold_se": 0.01,
-                              "proxy": d, "proxy_se": 0.01})
-            path = root / "rl" / "pol" / rm / "n4000" / "kl0" / f"s{seed}.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            c.to_csv(path, index=False)
-            keep = d >= 0.3
-            rows.append({"policy": "pol", "rm": rm, "rm_params": p, "data": 4000, "kl_penalty": 0.0, "seed": seed,
-                         **fit_curve("rl", d[keep], gold[keep])})
-    (root / "fits").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(root / "fits" / "rl.csv", index=False)
-    return root
+        cell(("pol", rm, 4000, 0.0), p, 0.5 * np.minimum(d, d0) - fall * np.maximum(d - d0, 0) ** 2)
+    if penalty:
+        rm, gain = penalty
+        d0, fall = peaks[rm] or (9.0, 0.0)
+        frontier = 0.5 * np.minimum(d, d0)
+        cell(("pol", rm, 4000, 0.5), SIZES[rm], np.where(d <= 1.0, frontier + gain * d, frontier[10] + gain - (d - 1.0)))
+    return cells
 
 
-def test_rl_peaks_later_is_read_off_the_curves_not_the_fits(tmp_path):
-    f = by_name(check(tables(make_rl_results(tmp_path / "a", {"r1": (1.0, 0.05), "r2": (1.6, 1.5), "r3": None}))))
-    f = f["larger RMs peak later"]
-    # the fitted peaks put the 2nd size first; the curves put it second
-    assert f.status == "PASS" and "measured" in f.name
-    assert "1.00, 1.60, >= 3.00 (rho 1.00; fitted peaks 1.55, 0.75, none)" in f.detail
-    f = by_name(check(tables(make_rl_results(tmp_path / "b", {"r1": (2.0, 1.5), "r2": (1.6, 1.5), "r3": (1.0, 1.5)}))))
-    assert f["larger RMs peak later"].status == "FAIL" and "2.00, 1.60, 1.00 (rho -1.00" in f["larger RMs peak later"].detail
+def run(bon=None, rl=None, B=200, policy_params=None):
+    return {r.fid + (" RL" if "RL" in r.name and r.fid in ("F3", "F4") else ""): r
+            for r in findings(bon or {}, rl or {}, "pol", 64, 0.3, policy_params or {}, B=B)}
 
 
-def test_measured_peak_is_open_ended_for_a_curve_still_rising():
-    c = pd.DataFrame({"d": [0.0, 1.0, 2.0, 2.5], "gold": [0.0, 0.5, 0.4, 0.6]})
-    assert measured_peak_d(c) == (float("inf"), 2.5)
-    assert measured_peak_d(c.iloc[:3]) == (1.0, 2.0)
+def test_a_family_built_to_show_the_best_of_n_findings_passes_them():
+    f = run(bon_family())
+    for fid in ("F1", "F3", "F4", "F5", "F6", "F7", "F9", "F10"):
+        assert f[fid].status == "PASS", f[fid].line()
+        assert f[fid].detail.endswith("holds in 3 of 3 replicates"), f[fid].line()
+    assert "[" in f["F3"].detail  # an interval beside every bootstrapped statistic
+    assert f["F2"].status == f["F8"].status == f["F12"].status == "SKIP"  # no RL cells
 
 
-def test_first_d_interpolates_from_the_origin():
-    c = pd.DataFrame({"d": [0.0, 1.0, 2.0], "gold": [0.9, 0.4, 0.8]})  # the d = 0 point is noise
-    assert first_d(c, 0.6) == pytest.approx(1.5)
-    assert first_d(c, 0.2) == pytest.approx(0.5)
-    assert first_d(c, 1.0) == float("inf")
+def test_a_family_built_not_to_turn_over_fails_the_turnover_and_the_order():
+    f = run(bon_family(turnover=False))
+    assert f["F1"].status == "FAIL" and "peak not reached" in f["F1"].detail
+    assert f["F4"].status == "FAIL"  # every peak beyond the range: no order to read
+    assert f["F10"].status == "FAIL"  # beta does not fall with size here
 
 
-def test_a_penalty_beats_early_stopping_only_beyond_the_noise_of_both_runs():
-    base = pd.DataFrame({"d": [0.0, 0.5, 1.0, 1.5, 2.0], "gold": [0.0, 0.4, 0.7, 0.8, 0.3], "gold_se": 0.03})
-    pen = lambda d, g: pd.DataFrame({"d": [0.0, 0.6, d], "gold": [0.0, 0.5, g], "gold_se": 0.03})
-    # at d <= 1.2 the unpenalised frontier is 0.70; 2 SE of a gap = 2 x 0.03 x sqrt(2) = 0.085
-    better, detail = penalty_beats_early_stopping(base, pen(1.2, 0.77))
-    assert not better and "vs 0.70" in detail and "2 SE 0.085" in detail  # beyond one run's 2 SE, not both
-    assert penalty_beats_early_stopping(base, pen(1.2, 0.95))[0]
-    # the frontier takes the best point at no more KL, wherever it is
-    assert not penalty_beats_early_stopping(base, pen(1.6, 0.85))[0]  # vs 0.80 at d 1.5
-    assert penalty_beats_early_stopping(base, pen(1.6, 0.95))[0]
-    assert penalty_beats_early_stopping(base, pen(0.4, 0.2))[0]  # nothing unpenalised at d <= 0.4: vs 0
+def test_rl_peaks_later_reads_measured_peaks_and_ranks_not_reached_last():
+    f = run(rl=rl_family({"r1": (1.0, 0.05), "r2": (1.6, 1.5), "r3": None}))
+    assert f["F4 RL"].status == "PASS" and "rho: +1.00" in f["F4 RL"].detail
+    assert f["F2"].status == "PASS"  # the smallest RM falls after d = 1
+    f = run(rl=rl_family({"r1": (2.0, 1.5), "r2": (1.6, 1.5), "r3": (1.0, 1.5)}))
+    assert f["F4 RL"].status == "FAIL" and "rho: -1.00" in f["F4 RL"].detail
 
 
-def test_per_seed_gaps_catch_a_penalty_that_wins_on_every_seed():
-    d = np.array([0.0, 0.5, 1.0, 1.5])
-    base = pd.concat([pd.DataFrame({"seed": s, "d": d, "gold": [0.0, 0.3, 0.6, 0.8]}) for s in range(4)])
-    pen = lambda gaps: pd.concat([pd.DataFrame({"seed": s, "d": [0.0, 0.6, 1.0], "gold": [0.0, 0.4, 0.6 + g]})
-                                  for s, g in enumerate(gaps)])
-    better, detail = per_seed_penalty_gaps(base, pen([0.09, 0.11, 0.10, 0.10]))
-    assert better and "mean +0.100" in detail  # small and steady: beyond 2 SE over seeds
-    assert not per_seed_penalty_gaps(base, pen([0.3, -0.25, 0.2, -0.15]))[0]  # mean +0.025, seeds disagree
-    assert per_seed_penalty_gaps(base, pen([0.1]).assign(seed=0)) == (False, "")  # one seed: no test
+def test_a_penalty_is_judged_by_an_equivalence_margin():
+    peaks = {"r1": (1.0, 0.05), "r2": (1.6, 1.5), "r3": (2.0, 1.5)}
+    same = run(rl=rl_family(peaks, penalty=("r3", 0.0)))["F13"]
+    assert same.status == "PASS", same.line()  # no better than early stopping, within the 0.1 margin
+    better = run(rl=rl_family(peaks, penalty=("r3", 0.4)))["F13"]
+    assert better.status == "FAIL", better.line()
+    noisy = run(rl=rl_family(peaks, penalty=("r3", 0.05), noise=0.6))["F13"]
+    assert noisy.status == "INCONCLUSIVE", noisy.line()  # the interval holds both 0 and the margin
+
+
+def test_the_protocols_bootstrap_recovers_a_known_se_where_the_sqrt_seeds_shortcut_does_not():
+    """Every replicate is measured on the same P prompts (one pool): gold = prompt effect (sd 1,
+    shared) + noise (sd 0.3). The replicate-mean's SE is about sqrt(1 / P + 0.09 / (R P)); the
+    per-replicate SE over prompts divided by sqrt(R) is too small by about sqrt(R)."""
+    rng = np.random.default_rng(5)
+    R, P = 8, 60
+    prompt = rng.normal(0, 1.0, (P, 1))
+    gold = np.stack([prompt + rng.normal(0, 0.3, (P, 1)) for _ in range(R)])
+    cells = {"c": Cell("c", 1, list(range(R)), np.zeros(1), np.zeros((R, 1)), gold)}
+    boot = [View(cells, dr).curve("c")[1][0] for dr in draws(2000, 0, R, P)]
+    truth = np.sqrt(1.0 / P + 0.09 / (R * P))
+    assert np.std(boot) == pytest.approx(truth, rel=0.2)
+    shortcut = np.sqrt(np.mean(gold.std(axis=1, ddof=1) ** 2 / P)) / np.sqrt(R)
+    assert shortcut < 0.5 * truth
+
+
+def test_a_cell_with_fewer_replicates_maps_the_same_draw_onto_its_own():
+    dr = Draw(np.array([0.1, 0.6, 0.9, 0.3]), np.array([0.5]))
+    assert dr.rep_index(4).tolist() == [0, 2, 3, 1] and dr.rep_index(2).tolist() == [0, 1]
+    assert Draw(None, None).rep_index(3).tolist() == [0, 1, 2]
+
+
+def test_peak_and_first_d():
+    d = np.array([0.0, 1.0, 2.0, 2.5])
+    assert peak(d, np.array([0.0, 0.5, 0.4, 0.6]))[1] == NOT_REACHED  # still rising: not reached
+    assert peak(d[:3], np.array([0.0, 0.5, 0.4]))[1] == 1.0
+    g = np.array([0.9, 0.4, 0.8])  # the d = 0 point is noise
+    assert first_d(d[:3], g, 0.6) == pytest.approx(1.5) and first_d(d[:3], g, 0.2) == pytest.approx(0.5)
+    assert first_d(d[:3], g, 1.0) == float("inf")
+
+
+def test_the_findings_command_reads_scores_files_by_their_keys(tmp_path, capsys):
+    """The CLI end to end on files as the workflow writes them: scores with their keys in the
+    metadata, a fit table; a FAIL exits 1 unless --no-fail."""
+    from overopt.pool import write_scores
+
+    cells = bon_family(turnover=False, R=2, P=6)
+    rows, files = [], []
+    rng = np.random.default_rng(0)
+    for (pol, rm, data), c in cells.items():
+        for r, s in enumerate(c.seeds):
+            # a pool whose best-of-n gold is anything: the command must run and name every finding
+            proxy, gold = rng.normal(size=(6, 64)), rng.normal(size=(6, 64))
+            df = pd.DataFrame({"prompt_id": np.repeat(np.arange(6), 64), "sample_id": np.tile(np.arange(64), 6),
+                               "proxy": proxy.ravel(), "gold": gold.ravel()})
+            f = tmp_path / f"{rm}-{data}-{s}.parquet"
+            write_scores(df, str(f), 0.0, {"policy": pol, "rm": rm, "data": data, "seed": s})
+            files.append(str(f))
+            rows.append({"policy": pol, "rm": rm, "rm_params": c.rm_params, "data": data, "seed": s,
+                         "val_loss": c.val_loss[r], "proxy_monotone": True})
+    pd.DataFrame(rows).to_csv(tmp_path / "bon.csv", index=False)
+    args = ["findings", "--bon-fits", str(tmp_path / "bon.csv"), "--scores", *files, "--bootstrap", "50"]
+    rc = cli(args)
+    out = capsys.readouterr().out
+    assert [l.split()[1] for l in out.splitlines()][:14] == [f"F{i}" for i in (1, 2, 3, 3, 4, 4, 5, 6, 7, 8, 9, 10, 11, 12)]
+    assert rc == (1 if any(l.startswith("FAIL") for l in out.splitlines()) else 0)
+    assert cli(args + ["--no-fail"]) == 0
 
 
 def test_forecast_predicts_the_held_out_largest_rm():

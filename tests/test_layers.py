@@ -7,7 +7,7 @@ import ast
 from conftest import ROOT
 
 PKG = ROOT / "workflow" / "overopt"
-TABLE_MATH = ("estimator", "bootstrap", "fit", "findings", "scaling", "summary", "jobtimes", "report")
+TABLE_MATH = ("estimator", "bootstrap", "fit", "findings", "protocol", "keys", "scaling", "summary", "jobtimes", "report")
 LOADS_MODELS = ("models", "hf", "gold", "rm", "loglik", "pool", "ppo", "comparisons")
 
 

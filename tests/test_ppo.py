@@ -168,3 +168,20 @@ def test_a_trust_region_slows_each_update(tiny_policy):
     held = _short_run(d, prompts, "t20", epochs=4, eval_every=10, trust_kl=20.0)
     assert free["kl"].iloc[-1] > 0.2
     assert held["kl"].iloc[-1] < 0.5 * free["kl"].iloc[-1]
+
+
+def test_each_evaluation_is_written_per_prompt_in_the_prompts_order(tiny_policy):
+    """The per-prompt table holds, for every evaluation and prompt, the mean over that prompt's
+    own samples: a gold that depends on the prompt alone comes back exactly per prompt."""
+    d, prompts = tiny_policy
+    by_prompt_gold = lambda ps, comps: np.array([float(len(p) + ord(p[0])) for p in ps])
+    cfg = PPOConfig(steps=4, batch_size=16, minibatch_size=8, epochs=1, lr=3e-3, eval_every=2, eval_prompts=6,
+                    eval_samples=3, checkpoint_every=100, seed=0)
+    curve = run_ppo(str(d / "policy"), count_e, by_prompt_gold, str(d / "bp.csv"), str(d / "c_bp"), prompts,
+                    prompts[:6], 8, cfg, threads=1, by_prompt_out=str(d / "bp.by_prompt.csv"))
+    per = pd.read_csv(d / "bp.by_prompt.csv")
+    assert sorted(per["step"].unique()) == curve["step"].tolist() == [0, 2, 4]
+    want = [len(p) + ord(p[0]) for p in prompts[:6]]
+    for step, g in per.groupby("step"):
+        assert g["prompt"].tolist() == list(range(6)) and g["gold"].tolist() == want
+        assert g["proxy"].mean() == pytest.approx(curve.loc[curve["step"] == step, "proxy"].item())

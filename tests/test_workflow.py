@@ -27,7 +27,7 @@ def per_proxy(rm, data, rl=True, policy="p"):
     out = {f"results/rm/{policy}/{rm}/n{data}/s0", f"results/scores/{policy}/{rm}/n{data}/s0.parquet",
            f"results/bon/{policy}/{rm}/n{data}/s0.csv"}
     if rl:
-        out |= {f"results/rl/{policy}/{rm}/n{data}/kl{k}/s0{ext}" for k in (0.0, 0.5) for ext in (".csv", ".updates.csv")}
+        out |= {f"results/rl/{policy}/{rm}/n{data}/kl{k}/s0{ext}" for k in (0.0, 0.5) for ext in (".csv", ".updates.csv", ".by_prompt.csv")}
     return out
 
 
@@ -99,7 +99,7 @@ def test_changing_a_kl_penalty_reruns_only_rl(smoke_copy, smoke_config):
     write_config(smoke_copy, cfg)
     got = dry_run(smoke_copy)
     # everything that reads RL results, nothing that reads only best-of-n
-    assert got == {f"results/rl/p/{r}/n128/kl0.25/s0{ext}" for r in RMS for ext in (".csv", ".updates.csv")} | DOWNSTREAM - {
+    assert got == {f"results/rl/p/{r}/n128/kl0.25/s0{ext}" for r in RMS for ext in (".csv", ".updates.csv", ".by_prompt.csv")} | DOWNSTREAM - {
         "results/tables/rm_metrics.csv", "results/fits/bon.csv", "results/figures/fig01_bon.pdf",
         "results/figures/fig01_bon.png"}
 

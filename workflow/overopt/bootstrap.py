@@ -10,6 +10,7 @@ over them. Tables in, resampled statistics out: nothing here loads a model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -47,3 +48,26 @@ def interval(draws: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.nda
 def replicate_mean(per_replicate: Sequence[np.ndarray]) -> np.ndarray:
     """The mean over replicates of each replicate's mean over its prompts (axis 0)."""
     return np.mean([x.mean(0) for x in per_replicate], axis=0)
+
+
+@dataclass
+class Draw:
+    """The uniform numbers behind one resample of many cells at once (None: the data as measured).
+
+    A cell of R replicates takes the first R of `reps` onto its own replicates, and a method's
+    P prompts the first P of `prompts`: cells with the same replicates and prompts get the same
+    draw, as correlated as their measurements are."""
+
+    reps: np.ndarray | None
+    prompts: np.ndarray | None
+
+    def rep_index(self, R: int) -> np.ndarray:
+        return np.arange(R) if self.reps is None else np.floor(self.reps[:R] * R).astype(int)
+
+    def prompt_index(self, P: int) -> np.ndarray:
+        return np.arange(P) if self.prompts is None else np.floor(self.prompts[:P] * P).astype(int)
+
+
+def draws(B: int, seed: int, R: int, P: int) -> list[Draw]:
+    rng = np.random.default_rng(seed)
+    return [Draw(rng.random(R), rng.random(P)) for _ in range(B)]

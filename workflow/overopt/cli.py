@@ -140,6 +140,7 @@ def cmd_ppo(a):
     run_ppo(a.policy, proxy_reward_fn(a.rm, proxy_offset(a.scores)), gold_score_fn(a.gold, a.pool_gold), a.out,
             a.checkpoint, ppo_prompts(a.prompt_file, a.prompt_chars, a.seed), pool["prompt"].tolist(),
             a.completion_tokens, cfg, a.threads, inputs=(a.rm, a.scores, a.gold, a.pool_gold), updates_out=a.updates,
+            by_prompt_out=a.by_prompt,
             keys={k: keys[k] for k in ("policy", "rm", "data", "kl_penalty", "seed")})
 
 
@@ -249,11 +250,11 @@ def cmd_forecast(a):
 
 
 def cmd_findings(a):
-    from .findings import check, load, policy_check
+    from .findings import check, load
     from .util import atomic_file
 
-    data = load(a.bon_fits, a.rl_fits, a.scaling, a.bon_curves, a.rl_runs, a.scores)
-    lines = [f.line() for f in check(data, a.loss_n) + policy_check(data, _policy_params(a.policy_params))]
+    data = load(a.bon_fits, a.scores, a.rl_fits, a.rl_runs, a.rl_by_prompt)
+    lines = [f.line() for f in check(data, a.loss_n, _policy_params(a.policy_params), a.bootstrap)]
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if a.out:
@@ -314,6 +315,7 @@ OPTIONS = {
     "settings": {"required": True, "help": "the validated config's PPO settings, as JSON (rl, less the run selectors)"},
     "kl-penalty": _float,
     "updates": {"default": None, "help": "also write the optimiser's diagnostics, one row per step, here"},
+    "by-prompt": {"default": None, "help": "also write each evaluation's gold and proxy per evaluation prompt here"},
     "bon-fits": {"default": None}, "rl-fits": {"default": None}, "bon-curves": _opt_files, "rl-runs": _opt_files,
     "scaling": {"default": None, "help": "the coefficient table of `overopt scaling`"},
     "policy-params": {"nargs": "*", "default": [], "help": "name=params for each policy"},
@@ -361,7 +363,7 @@ COMMANDS = {
     "fig-bon": (cmd_fig_bon, "Figure 1 (best-of-n)", ["curves", "fits", "out"]),
     "ppo": (cmd_ppo, "optimise the policy against one proxy RM with PPO",
             ["policy", "rm", "gold", "pool", "pool-gold", "scores", "out", "checkpoint", "prompt-chars",
-             "completion-tokens", "settings", "kl-penalty", "seed", "threads", "updates", "prompt-file"]),
+             "completion-tokens", "settings", "kl-penalty", "seed", "threads", "updates", "by-prompt", "prompt-file"]),
     "fit-rl": (cmd_fit_rl, "fit d(alpha - beta log d) to every PPO run", ["runs", "metrics", "out", "min-d", "bootstrap"]),
     "fig-rl": (cmd_fig_rl, "Figures 1 (RL), 8, 9 and 14",
                ["runs", "fits", "bon-curves", "bon-fits", "fig01", "fig08", "fig09", "fig14"]),
@@ -374,8 +376,11 @@ COMMANDS = {
     "forecast": (cmd_forecast, "predict the largest RM from the others' coefficient lines",
                  ["bon-fits", "bon-curves", "rl-fits", "rl-runs", "bootstrap", "out", "figure"]),
     "findings": (cmd_findings, "check the paper's findings on a finished study (exit 1 on a FAIL)",
-                 ["bon-fits", "rl-fits", "scaling", "bon-curves", "rl-runs",
-                  ("scores", {**_opt_files, "help": "best-of-n scores files (the turnover's paired SE)"}),
+                 ["bon-fits", ("scores", {**_opt_files, "help": "best-of-n scores files (per-prompt curves)"}),
+                  "rl-fits", "rl-runs",
+                  ("rl-by-prompt", {**_opt_files, "help": "PPO's per-prompt evaluations (`overopt ppo --by-prompt`)"}),
+                  ("bootstrap", {"type": int, "default": _ANALYSIS["findings_bootstrap"],
+                                 "help": "cluster-bootstrap resamples (docs/findings.md)"}),
                   "policy-params", "loss-n", ("out", {"default": None, "help": "also write the lines here"}),
                   ("no-fail", {"action": "store_true", "help": "exit 0 even when a finding fails"})]),
     "summary": (cmd_summary, "results/summary.md: findings, seed-mean tables, job time by rule",

@@ -61,8 +61,8 @@ def require_columns(df, cols, source) -> None:
 
 
 def load_curves(paths: list[str]):
-    """Best-of-n curves or PPO runs, one table, each row with its file's keys (columns written
-    by `overopt bon-curve` and `overopt ppo`)."""
+    """Best-of-n curves, PPO runs or their per-prompt evaluations, one table, each row with its
+    file's keys (columns written by `overopt bon-curve` and `overopt ppo`)."""
     import pandas as pd
 
     frames = []
@@ -71,7 +71,7 @@ def load_curves(paths: list[str]):
         require_columns(df, CELL, p)
         frames.append(df)
     out = pd.concat(frames, ignore_index=True)
-    dup = out.drop_duplicates([c for c in RUN if c in out] + ["n" if "n" in out else "step"])
+    dup = out.drop_duplicates([c for c in RUN + ("n", "step", "prompt") if c in out])
     if len(dup) < len(out):
         raise ValueError(f"two of the {len(paths)} curve files carry the same keys: {paths[:3]} ...")
     return out

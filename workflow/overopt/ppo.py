@@ -215,6 +215,7 @@ def run_ppo(
     inputs: tuple = (),
     updates_out: str | None = None,
     keys: dict | None = None,
+    by_prompt_out: str | None = None,
 ) -> pd.DataFrame:
     """PPO on `reward_fn(prompts, completions) -> np.ndarray`, evaluated with `gold_fn` too.
 
@@ -226,6 +227,8 @@ def run_ppo(
     KL to the rollout policy, clip fraction, policy and value loss, the trust-region term, entropy,
     explained variance of the value head, and the gradient norm before clipping.
     `keys`: the run's grid keys (`keys.RUN`), written as columns of the curve.
+    `by_prompt_out`: a CSV of every evaluation's gold and proxy per evaluation prompt (the mean
+    over its samples): the clusters of the findings' bootstrap (docs/findings.md).
     """
     from .text import decode_ids, encode_texts
     from .hf import add_lora, read_spec, trainable_parameters
@@ -302,8 +305,11 @@ def run_ppo(
         gs = gold_fn(ev_prompts, comps)
         ps = reward_fn(ev_prompts, comps)
         n = len(comps)
+        # ev_prompts holds each prompt's samples side by side: rows of this view are prompts
+        by_prompt = lambda x: np.asarray(x, dtype=float).reshape(-1, cfg.eval_samples).mean(1).tolist()
         return {"step": step, "kl": float(kl.mean()), "gold": float(gs.mean()), "gold_se": float(gs.std(ddof=1) / np.sqrt(n)),
-                "proxy": float(ps.mean()), "proxy_se": float(ps.std(ddof=1) / np.sqrt(n))}
+                "proxy": float(ps.mean()), "proxy_se": float(ps.std(ddof=1) / np.sqrt(n)),
+                "gold_by_prompt": by_prompt(gs), "proxy_by_prompt": by_prompt(ps)}
 
     ckpt = Path(ckpt_dir)
     start, rows, updates = 0, [], []
@@ -383,6 +389,11 @@ def run_ppo(
         prog(step, proxy=float(r_proxy.mean()), kl=rows[-1]["kl"], gold=rows[-1]["gold"])
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             save_checkpoint(ckpt, step, policy, value, opt, g, rng, rows, fingerprint, updates)
+    if by_prompt_out:
+        per = pd.DataFrame([{"step": r["step"], "prompt": i, "gold": g, "proxy": q} for r in rows
+                            for i, (g, q) in enumerate(zip(r["gold_by_prompt"], r["proxy_by_prompt"]))])
+        with atomic_file(by_prompt_out) as tmp:
+            with_keys(per, keys or {}).to_csv(tmp, index=False)
     df = pd.DataFrame(rows)
     # the sampled KL estimate is unbiased but can dip below 0 near pi_init; d takes the clipped value
     df.insert(2, "d", np.sqrt(df["kl"].clip(lower=0.0)))

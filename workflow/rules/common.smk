@@ -129,10 +129,10 @@ def comparison_pairs(policy):
     return max(d for p, _, d in grid_cells(CFG) if p == policy)
 
 
-def rl_runs():
+def rl_runs(suffix=".csv"):
     """Every PPO run: the RL cells (rl.policies x rl.data_sizes within the grid) x kl_penalties
-    (non-zero ones on rl.penalty_reward_models) x seeds."""
-    return [f"{OUT}/rl/{p}/{r}/n{d}/kl{kl}/s{s}.csv" for p, r, d, kl in rl_run_cells(CFG)
+    (non-zero ones on rl.penalty_reward_models) x seeds; `suffix` picks the run's file."""
+    return [f"{OUT}/rl/{p}/{r}/n{d}/kl{kl}/s{s}{suffix}" for p, r, d, kl in rl_run_cells(CFG)
             for s in rl_seeds(CFG, CELL_SEEDS[(p, r, d)])]
 
 

@@ -43,20 +43,21 @@ rule figures:
 rule findings:
     input:
         bon=f"{OUT}/fits/bon.csv",
-        bon_curves=grid(f"{OUT}/bon/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.csv"),
         scores=grid(f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.parquet"),
         rl=f"{OUT}/fits/rl.csv" if "rl" in CFG["methods"] else [],
         rl_runs=rl_runs() if "rl" in CFG["methods"] else [],
-        scaling=f"{OUT}/fits/scaling.csv" if len(CFG["reward_models"]) > 1 else [],
+        rl_by_prompt=rl_runs(".by_prompt.csv") if "rl" in CFG["methods"] else [],
     output:
         report(f"{OUT}/findings.txt", caption="../report/findings.rst", category="Findings"),
     params:
         # every file it reads is an input above; options only for the ones this grid has
         optional=lambda w, input: " ".join(f"--{flag} {' '.join(input[k]) if isinstance(input[k], list) else input[k]}"
-                                           for k, flag in (("rl", "rl-fits"), ("rl_runs", "rl-runs"), ("scaling", "scaling"))
+                                           for k, flag in (("rl", "rl-fits"), ("rl_runs", "rl-runs"),
+                                                           ("rl_by_prompt", "rl-by-prompt"))
                                            if input[k]),
         policy_params=policy_params(),
         loss_n=CFG["analysis"]["loss_n"],
+        bootstrap=CFG["analysis"]["findings_bootstrap"],
     log:
         f"{OUT}/logs/findings.log",
     threads: 1
@@ -67,8 +68,9 @@ rule findings:
         CONDA_ENV
     shell:
         # a FAIL is a result to read, not a broken job: --no-fail here, `overopt findings` exits 1
-        "overopt findings --bon-fits {input.bon} --bon-curves {input.bon_curves} --scores {input.scores}"
-        " {params.optional} --policy-params {params.policy_params} --loss-n {params.loss_n} --out {output}"
+        "overopt findings --bon-fits {input.bon} --scores {input.scores}"
+        " {params.optional} --policy-params {params.policy_params} --loss-n {params.loss_n}"
+        " --bootstrap {params.bootstrap} --out {output}"
         " --no-fail > {log} 2>&1"
 
 

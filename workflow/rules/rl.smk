@@ -13,6 +13,7 @@ rule ppo:
     output:
         curve=f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.csv",
         updates=f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.updates.csv",
+        by_prompt=f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.by_prompt.csv",
     params:
         policy=lambda w: base_path(w.policy),
         # checkpoints live outside the target so that a killed run resumes instead of restarting
@@ -36,6 +37,7 @@ rule ppo:
     shell:
         "overopt ppo --policy {params.policy} --rm {input.rm} --gold {input.gold} --pool {input.pool}"
         " --pool-gold {input.pool_gold} --scores {input.scores} --out {output.curve} --updates {output.updates}"
+        " --by-prompt {output.by_prompt}"
         " --checkpoint {params.checkpoint} --prompt-chars {params.prompt_chars}"
         " --completion-tokens {params.completion_tokens} {params.args} --threads {threads} {params.prompts} > {log} 2>&1"
 
