@@ -78,10 +78,11 @@ def write_summary(out: str, findings: str, rm_metrics: str, bon_fits: str | None
     from .util import atomic_file
 
     lines = Path(findings).read_text().splitlines()
-    passed = sum(line.startswith("PASS") for line in lines)
-    failed = sum(line.startswith("FAIL") for line in lines)
+    count = lambda status: sum(line.split(maxsplit=1)[0] == status for line in lines if line.strip())
     parts = ["# Summary of the run", "",
-             f"Findings: **{passed} PASS / {failed} FAIL** (`findings.txt`).", "", "```", *lines, "```", "",
+             f"Findings (docs/findings.md): **{count('PASS')} PASS / {count('FAIL')} FAIL / "
+             f"{count('INCONCLUSIVE')} INCONCLUSIVE / {count('SKIP')} not testable** (`findings.txt`).",
+             "", "```", *lines, "```", "",
              "## Proxies (seed means; `tables/rm_metrics.csv`)", "", _table(proxies_table(pd.read_csv(rm_metrics)))]
     if bon_fits:
         parts += ["", "## Best-of-n (seed means of per-seed fits; `fits/bon.csv`)", "",
