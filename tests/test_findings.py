@@ -194,3 +194,22 @@ def test_extrapolation_error_is_zero_for_the_true_form_and_not_for_another():
     assert exact["error_last"] == pytest.approx(0.0, abs=1e-9) and exact["fit_points"] == int((d <= 1.5).sum())
     other = extrapolation_error("bon", d, predict("rl", d, 0.6, 0.3), 1.5)
     assert abs(other["error_last"]) > 0.1
+
+
+def test_a_larger_policy_gains_less_at_a_similar_kl_or_not():
+    def cells(scale_large, peak_shift=1.0, R=2, P=30):
+        rng = np.random.default_rng(3)
+        out = {}
+        for pol, scale, shift in (("small", 1.0, 1.0), ("large", scale_large, peak_shift)):
+            g = predict("bon", D / shift, 0.4, 0.1) * scale
+            gold = np.stack([g + rng.normal(0, 0.01, (P, D.size)) for _ in range(R)])
+            out[(pol, "r", 1000)] = Cell((pol, "r", 1000), 1000, list(range(R)), NS.astype(float), np.tile(D, (R, 1)),
+                                         gold, np.zeros(R))
+        return out
+
+    sizes = {"small": 10, "large": 100}
+    run_ = lambda c: {r.fid: r for r in findings(c, {}, "small", 64, 0.3, sizes, B=100)}["F14"]
+    assert run_(cells(0.7)).status == "PASS"
+    assert run_(cells(1.3)).status == "FAIL"  # the larger policy gains more
+    shifted = run_(cells(0.7, peak_shift=1.6))  # less gold, but its peak d 60% later
+    assert shifted.status == "FAIL" and "not within 25%" in shifted.detail

@@ -144,9 +144,10 @@ class Part:
 
     label: str
     stat: callable  # View -> float
-    rule: str  # "lo>0", "hi<0", "lo5>0", "point>=r2", "f13", "f14"
+    rule: str  # "lo>0", "hi<0" (95% interval), "lo5>0" (one-sided), "r2" (point >= R2_MIN), "f13" (three-way)
     fmt: str = "{:+.3f}"
-    extra: callable | None = None  # View -> bool, a condition on the point estimate (peak reached, ...)
+    extra: callable | None = None  # View -> bool: a condition on the point estimate (the peak reached, ...)
+    unmet: str = "peak not reached"  # what the line says when `extra` is false
 
 
 def judge(part: Part, point: float, boot: np.ndarray, extra_ok: bool = True) -> str:
@@ -191,12 +192,14 @@ def evaluate(fid: str, name: str, parts: list[Part], cells: dict, boot: list[Dra
         extra_ok = part.extra(point_view) if part.extra else True
         st = judge(part, point, values, extra_ok)
         statuses.append(st)
-        if len(values):
-            lo, hi = percentiles(values, [2.5, 97.5])
+        if part.rule == "lo5>0":
+            q = f" [5th percentile {part.fmt.format(percentiles(values, [100 * (1 - LEVEL)])[0])}]"
+        elif len(values):
+            lo, hi = percentiles(values, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
             q = f" [{part.fmt.format(lo)}, {part.fmt.format(hi)}]"
         else:
             q = ""
-        texts.append(f"{part.label}: {part.fmt.format(point)}{q}" + ("" if extra_ok else " (peak not reached)"))
+        texts.append(f"{part.label}: {part.fmt.format(point)}{q}" + ("" if extra_ok else f" ({part.unmet})"))
     k, R = 0, 0
     for s in replicates:
         own = []
@@ -442,6 +445,6 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
             _, pl, _ = peak(*v.curve(large))
             return ps < NOT_REACHED and pl < NOT_REACHED and abs(pl / ps - 1) <= SAME_KL
         parts.append(Part(f"RM {p:,}, {dsize:,}: {pols[-1]} minus {pols[0]} at {pols[0]}'s peak", gain_diff, "hi<0",
-                          extra=similar_kl))
+                          extra=similar_kl, unmet=f"peak d not within {SAME_KL:.0%}, or not reached"))
     out.append(ev("F14", f"a larger policy gains less, peaking at a similar KL (within {SAME_KL:.0%})", parts))
     return out
