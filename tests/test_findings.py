@@ -123,8 +123,22 @@ def test_the_protocols_bootstrap_recovers_a_known_se_where_the_sqrt_seeds_shortc
     assert shortcut < 0.5 * truth
 
 
+def test_prompts_nested_in_replicates_are_drawn_per_replicate():
+    """Each replicate has its own P prompts (a pool per replicate): gold = replicate effect (sd 0.5)
+    + prompt effect (sd 1). The replicate mean's SE is sqrt(0.25 / R + 1 / (R P)); drawing one set
+    of prompt indices for all (the shared design) would keep it, but treating these cells as
+    shared must not be what happens: the cell says its pools differ."""
+    rng = np.random.default_rng(6)
+    R, P = 30, 40
+    gold = np.stack([rng.normal(0, 0.5) + rng.normal(0, 1.0, (P, 1)) for _ in range(R)])
+    cell = Cell("c", 1, list(range(R)), np.zeros(1), np.zeros((R, 1)), gold, pools=list(range(R)))
+    assert cell.nested
+    boot = [View({"c": cell}, dr).curve("c")[1][0] for dr in draws(2000, 0, R, P)]
+    assert np.std(boot) == pytest.approx(np.sqrt(0.25 / R + 1.0 / (R * P)), rel=0.2)
+
+
 def test_a_cell_with_fewer_replicates_maps_the_same_draw_onto_its_own():
-    dr = Draw(np.array([0.1, 0.6, 0.9, 0.3]), np.array([0.5]))
+    dr = Draw(np.array([0.1, 0.6, 0.9, 0.3]), np.array([[0.5]]))
     assert dr.rep_index(4).tolist() == [0, 2, 3, 1] and dr.rep_index(2).tolist() == [0, 1]
     assert Draw(None, None).rep_index(3).tolist() == [0, 1, 2]
 

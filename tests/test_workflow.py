@@ -109,9 +109,10 @@ def test_smoke_run_writes_rl_runs_fits_and_figures(smoke_run):
     for r in RMS:
         for k in (0.0, 0.5):
             c = pd.read_csv(res / "rl" / "p" / r / "n128" / f"kl{k}" / "s0.csv")
-            assert list(c.columns) == ["policy", "rm", "data", "kl_penalty", "seed", "step", "kl", "d", "gold", "gold_se",
-                                       "proxy", "proxy_se"]
-            assert c[["policy", "rm", "data", "kl_penalty", "seed"]].drop_duplicates().values.tolist() == [["p", r, 128, k, 0]]
+            assert list(c.columns) == ["policy", "rm", "data", "kl_penalty", "seed", "pool", "step", "kl", "d", "gold",
+                                       "gold_se", "proxy", "proxy_se"]
+            keys = c[["policy", "rm", "data", "kl_penalty", "seed", "pool"]].drop_duplicates().values.tolist()
+            assert keys == [["p", r, 128, k, 0, 0]]
             assert list(c["step"]) == [0, 2, 4]
             assert abs(c["kl"].iloc[0]) < 1e-5  # at step 0 the policy is pi_init
     fits = pd.read_csv(res / "fits" / "rl.csv")
@@ -169,6 +170,39 @@ def test_findings_run_on_their_declared_inputs_alone(smoke_copy, tmp_path):
     p = subprocess.run([str(BIN / "overopt"), *args[1:]], cwd=iso, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-2000:]
     assert (iso / "findings.txt").read_text() == (smoke_copy / "results" / "findings.txt").read_text()
+
+
+def test_replicates_draw_their_own_comparisons_and_pools(tmp_path, smoke_config):
+    """replicates: {comparisons: true, pool: true}: seed s of every cell learns from comparison
+    sample s and is scored and evaluated on pool s; the findings read the pools as nested."""
+    import re
+
+    from conftest import snakemake_cmd
+    from overopt.keys import scores_metadata
+
+    cfg = copy.deepcopy(smoke_config)
+    cfg.update(policies=["p"], reward_models=["r1", "r2"], data_sizes=[64], seeds=[0, 1], kl_penalties=[0.0],
+               replicates={"comparisons": True, "pool": True})
+    cfg.pop("subgrids")
+    cfg["rl"]["data_sizes"] = [64]
+    write_config(tmp_path, cfg)
+    r = snakemake_cmd(tmp_path, "--cores", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = tmp_path / "results"
+    pools = [pd.read_parquet(res / "pool" / f"p.r{s}.parquet") for s in (0, 1)]
+    assert [set(p["replicate"]) for p in pools] == [{0}, {1}]
+    assert set(pools[0]["prompt"]) != set(pools[1]["prompt"])
+    pairs = [pd.read_parquet(res / "comparisons" / f"p.r{s}.parquet") for s in (0, 1)]
+    assert not pairs[0]["completion_a"].equals(pairs[1]["completion_a"])
+    assert not (res / "pool" / "p.parquet").exists() and not (res / "comparisons" / "p.parquet").exists()
+    for s in (0, 1):
+        assert scores_metadata(res / "scores" / "p" / "r2" / "n64" / f"s{s}.parquet")["pool"] == s
+        assert set(pd.read_csv(res / "rl" / "p" / "r2" / "n64" / "kl0.0" / f"s{s}.by_prompt.csv")["pool"]) == {s}
+        dry = snakemake_cmd(tmp_path, "-n", "-f", f"results/rm/p/r2/n64/s{s}")
+        inputs = re.search(r"rule train_rm:\n\s+input: ([^\n]+)", dry.stdout + dry.stderr).group(1)
+        assert f"results/comparisons/p.r{s}.parquet" in inputs and f"results/loglik/p/r2.r{s}.pairs.parquet" in inputs
+    lines = (res / "findings.txt").read_text().splitlines()
+    assert any(l.split()[1] == "F1" for l in lines)
 
 
 def test_smoke_run_writes_findings_and_report(smoke_copy):

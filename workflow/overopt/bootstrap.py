@@ -55,19 +55,20 @@ class Draw:
     """The uniform numbers behind one resample of many cells at once (None: the data as measured).
 
     A cell of R replicates takes the first R of `reps` onto its own replicates, and a method's
-    P prompts the first P of `prompts`: cells with the same replicates and prompts get the same
-    draw, as correlated as their measurements are."""
+    P prompts the first P of a row of `prompts` (R rows): row 0 where every replicate was measured
+    on the same prompts, row j for the j-th drawn replicate where each has its own. Cells with the
+    same replicates and prompts get the same draw, as correlated as their measurements are."""
 
     reps: np.ndarray | None
-    prompts: np.ndarray | None
+    prompts: np.ndarray | None  # (R, P)
 
     def rep_index(self, R: int) -> np.ndarray:
         return np.arange(R) if self.reps is None else np.floor(self.reps[:R] * R).astype(int)
 
-    def prompt_index(self, P: int) -> np.ndarray:
-        return np.arange(P) if self.prompts is None else np.floor(self.prompts[:P] * P).astype(int)
+    def prompt_index(self, P: int, row: int = 0) -> np.ndarray:
+        return np.arange(P) if self.prompts is None else np.floor(self.prompts[row, :P] * P).astype(int)
 
 
 def draws(B: int, seed: int, R: int, P: int) -> list[Draw]:
     rng = np.random.default_rng(seed)
-    return [Draw(rng.random(R), rng.random(P)) for _ in range(B)]
+    return [Draw(rng.random(R), rng.random((R, P))) for _ in range(B)]

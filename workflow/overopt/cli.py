@@ -78,7 +78,7 @@ def cmd_pool(a):
     from .pool import make_pool
 
     make_pool(a.policy, a.out, a.prompts, a.samples, a.prompt_chars, a.completion_tokens, a.batch_size, a.seed, a.threads,
-              a.prompt_file)
+              a.prompt_file, a.replicate)
 
 
 def cmd_score_gold(a):
@@ -135,13 +135,14 @@ def cmd_ppo(a):
     from .prompts import ppo_prompts
 
     keys = {**read_proxy_metrics(a.rm)["keys"], "kl_penalty": a.kl_penalty, "seed": a.seed}
-    pool = pd.read_parquet(a.pool, columns=["prompt_id", "prompt"]).drop_duplicates("prompt_id").sort_values("prompt_id")
+    pool = pd.read_parquet(a.pool).drop_duplicates("prompt_id").sort_values("prompt_id")
     cfg = PPOConfig(**json.loads(a.settings), kl_penalty=a.kl_penalty, seed=a.seed)
     run_ppo(a.policy, proxy_reward_fn(a.rm, proxy_offset(a.scores)), gold_score_fn(a.gold, a.pool_gold), a.out,
             a.checkpoint, ppo_prompts(a.prompt_file, a.prompt_chars, a.seed), pool["prompt"].tolist(),
             a.completion_tokens, cfg, a.threads, inputs=(a.rm, a.scores, a.gold, a.pool_gold), updates_out=a.updates,
             by_prompt_out=a.by_prompt,
-            keys={k: keys[k] for k in ("policy", "rm", "data", "kl_penalty", "seed")})
+            keys={**{k: keys[k] for k in ("policy", "rm", "data", "kl_penalty", "seed")},
+                  "pool": int(pool["replicate"].iloc[0]) if "replicate" in pool else 0})
 
 
 def cmd_fit_rl(a):
@@ -354,7 +355,9 @@ COMMANDS = {
     "rm-table": (cmd_rm_table, "collect every proxy's metrics.json into one table", ["metrics", "out"]),
     "pool": (cmd_pool, "sample the best-of-n pool from pi_init",
              ["policy", "out", "prompts", "samples", "prompt-chars", "completion-tokens",
-              "batch-size", "prompt-file", "seed", "threads"]),
+              "batch-size", "prompt-file", "seed",
+              ("replicate", {"type": int, "default": 0, "help": "replicate r: seed + r, and the r-th block of file prompts"}),
+              "threads"]),
     "score-gold": (cmd_score_gold, "score the pool with the gold", ["pool", "gold", "out", "threads"]),
     "score-proxy": (cmd_score_proxy, "score the pool with one proxy RM",
                     ["pool", "gold-scores", "rm", "out", "dtype", "loglik", "threads"]),

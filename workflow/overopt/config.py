@@ -240,6 +240,13 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
                 f"config key 'models.{name}.tiny.n_positions': shorter than prompt + completion "
                 f"or pretrain.seq_len ({total})"
             )
+    prompts = config["world"].get("prompts")
+    if prompts and config["replicates"]["pool"]:  # each replicate's pool takes its own block of held-out prompts
+        top = max(s for seeds in cell_seeds(config).values() for s in seeds)
+        need = (top + 1) * config["bon"]["prompts"]
+        if need > prompts["heldout"]:
+            raise ConfigError(f"config key 'replicates.pool': seeds up to {top} need {need} held-out prompts "
+                              f"(bon.prompts x {top + 1}), world.prompts.heldout is {prompts['heldout']}")
     return config
 
 

@@ -62,36 +62,41 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
     jobs["gold"] = 1
     cmp = cfg["comparisons"]
     pairs = cmp["train_pairs"] + cmp["val_pairs"]
-    for p in policies:
+    # replicates that redraw the comparisons or the pool have their own files (replicate = seed)
+    rep = lambda key, s: s if cfg["replicates"][key] else 0
+    scored = {c: (seeds if bon else rl_seeds(cfg, seeds) if c in rl else []) for c, seeds in seeds_of.items()}
+    cmp_sets = {(p, rep("comparisons", s)) for (p, r, d), seeds in seeds_of.items() for s in seeds}
+    pool_sets = {(p, rep("pool", s)) for (p, r, d), seeds in scored.items() for s in seeds}
+    pool_sets |= {(p, rep("pool", s)) for p, r, d, _ in rl_runs(cfg) for s in rl_seeds(cfg, seeds_of[(p, r, d)])}
+    for p, _ in sorted(cmp_sets):
         jobs["pairs"] += 1
         jobs["comparisons"] += 1
         flops["pairs"] += 2 * pairs * seq * 2 * P[p]  # two samples per prompt
         flops["comparisons"] += 2 * pairs * seq * 2 * Pg  # the gold scores both
     pool_samples = cfg["bon"]["prompts"] * cfg["bon"]["samples"]
-    for p in {c[0] for c in (cells if bon else rl)}:
+    for p, _ in sorted(pool_sets):
         jobs["pool"] += 1
         jobs["score_gold"] += 1
         flops["pool"] += pool_samples * seq * 2 * P[p]
         flops["score_gold"] += pool_samples * seq * 2 * Pg
     tr = cfg["rm_train"]
     # the base-likelihood readout: one forward pass of each proxy base over its policy's pairs and
-    # pool (`loglik` tables, shared by every seed and data size), and one more per text PPO scores
+    # pool (`loglik` tables, shared by every data size), and one more per text PPO scores
     reads = 2 if tr.get("base_loglik") else 1
     pool_tokens = cfg["bon"]["prompts"] * prompt_tokens + pool_samples * cfg["world"]["completion_tokens"]
     if tr.get("base_loglik"):
-        for p, r in sorted({(p, r) for p, r, _ in cells}):
+        for p, r, _ in {(p, r, rep("comparisons", s)) for (p, r, d), seeds in seeds_of.items() for s in seeds}:
             jobs["loglik_pairs"] += 1
             flops["loglik_pairs"] += 2 * pairs * seq * 2 * P[r]
-            if bon or any((p, r) == (p2, r2) for p2, r2, _ in rl):
-                jobs["loglik_pool"] += 1
-                flops["loglik_pool"] += pool_tokens * 2 * P[r]
+        for p, r, _ in {(p, r, rep("pool", s)) for (p, r, d), seeds in scored.items() for s in seeds}:
+            jobs["loglik_pool"] += 1
+            flops["loglik_pool"] += pool_tokens * 2 * P[r]
     for (p, r, d), seeds in seeds_of.items():
         # a pool is scored by every proxy for best-of-n, else by those PPO runs use (their offset)
-        scored = seeds if bon else rl_seeds(cfg, seeds) if (p, r, d) in rl else []
         for s in seeds:
             jobs["train_rm"] += 1
             flops["train_rm"] += tr["epochs"] * 2 * d * seq * 6 * P[r] + 2 * cmp["val_pairs"] * seq * 2 * P[r]
-            if s in scored:
+            if s in scored[(p, r, d)]:
                 jobs["score_proxy"] += 1
                 # each pool prompt is read once, its keys/values reused for its N completions
                 flops["score_proxy"] += pool_tokens * 2 * P[r]

@@ -7,16 +7,20 @@ import numpy as np
 
 
 def make_pool(policy_dir: str, out: str, prompts: int, samples: int, prompt_chars: int,
-              completion_tokens: int, batch_size: int, seed: int, threads: int, prompt_file: str | None = None) -> None:
-    """P held-out prompts x N completions from pi_init: one pool serves every proxy and every n <= N."""
+              completion_tokens: int, batch_size: int, seed: int, threads: int, prompt_file: str | None = None,
+              replicate: int = 0) -> None:
+    """P held-out prompts x N completions from pi_init: one pool serves every proxy and every n <= N.
+    Replicate r draws with seed + r, and from a prompts file takes the r-th block of P held-out
+    prompts, so replicates' pools share no prompt."""
     import pandas as pd
 
     from .models import load_causal, load_tokenizer, sample_texts
     from .prompts import heldout_prompts
     from .util import atomic_file, log, seed_everything
 
+    seed = seed + replicate
     seed_everything(seed, threads)
-    ps = heldout_prompts(prompt_file, prompts, prompt_chars, np.random.default_rng(seed))
+    ps = heldout_prompts(prompt_file, prompts, prompt_chars, np.random.default_rng(seed), offset=replicate * prompts)
     tok = load_tokenizer(policy_dir)
     model = load_causal(policy_dir)
     flat = [p for p in ps for _ in range(samples)]
@@ -26,6 +30,7 @@ def make_pool(policy_dir: str, out: str, prompts: int, samples: int, prompt_char
         "sample_id": np.tile(np.arange(samples), prompts),
         "prompt": flat,
         "completion": comps,
+        "replicate": replicate,  # which pool this is, for the findings' bootstrap (prompts nested in replicates)
     })
     with atomic_file(out) as tmp:
         df.to_parquet(tmp, index=False)
@@ -62,6 +67,7 @@ def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int
     seed_everything(0, threads)
     keys = read_proxy_metrics(rm_dir)["keys"]
     df = pd.read_parquet(pool)
+    pool_replicate = int(df["replicate"].iloc[0]) if "replicate" in df else 0
     model, tok, lm, readout = load_proxy(rm_dir)
     dt = resolve_dtype(dtype)
     log.info("proxy scoring precision: %s (asked: %s)", dt, dtype)
@@ -74,12 +80,12 @@ def score_proxy(pool: str, gold_scores: str, rm_dir: str, out: str, threads: int
         r = r + (readout(pool_logliks(loglik, df)) if loglik else loglik_readout(lm, readout, tok, prompts, comps))
     gold = pd.read_parquet(gold_scores)
     res = df[["prompt_id", "sample_id"]].assign(proxy=r - r.mean()).merge(gold[["prompt_id", "sample_id", "gold"]])
-    write_scores(res, out, proxy_offset=float(r.mean()), keys={k: keys[k] for k in CELL})
+    write_scores(res, out, proxy_offset=float(r.mean()), keys={k: keys[k] for k in CELL}, pool=pool_replicate)
 
 
-def write_scores(res, out: str, proxy_offset: float, keys: dict) -> None:
-    """The scores table, with the proxy's keys and its raw pi_init mean kept as file metadata
-    (RL re-centres its proxy scores on exactly the same origin)."""
+def write_scores(res, out: str, proxy_offset: float, keys: dict, pool: int = 0) -> None:
+    """The scores table, with the proxy's keys, the replicate of the pool it scored and its raw
+    pi_init mean kept as file metadata (RL re-centres its proxy scores on exactly that origin)."""
     import json
 
     import pyarrow as pa
@@ -89,7 +95,7 @@ def write_scores(res, out: str, proxy_offset: float, keys: dict) -> None:
 
     table = pa.Table.from_pandas(res, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           b"overopt": json.dumps({"proxy_offset": proxy_offset, "keys": keys}).encode()})
+                                           b"overopt": json.dumps({"proxy_offset": proxy_offset, "keys": keys, "pool": pool}).encode()})
     with atomic_file(out) as tmp:
         pq.write_table(table, tmp)
 

@@ -71,13 +71,17 @@ def training_prompts(table: str | None, n: int, prompt_chars: int, rng: np.rando
     return [train[i] for i in rng.choice(len(train), size=n, replace=len(train) < n)]
 
 
-def heldout_prompts(table: str | None, n: int, prompt_chars: int, rng: np.random.Generator) -> list[str]:
-    """`n` held-out prompts: the file's first `n` held out, or corpus windows from held-out topics."""
+def heldout_prompts(table: str | None, n: int, prompt_chars: int, rng: np.random.Generator, offset: int = 0) -> list[str]:
+    """`n` held-out prompts: the file's held out from `offset` on, or corpus windows from held-out topics."""
     if table is None:
         from .text import corpus_split, random_prompts
 
         return random_prompts(corpus_split()[1], n, prompt_chars, rng)
-    return prompt_split(table, "heldout")[:n]
+    held = prompt_split(table, "heldout")
+    if offset + n > len(held):
+        raise ValueError(f"{table}: {len(held)} held-out prompts, {offset + n} asked (bon.prompts x replicates): "
+                         "raise world.prompts.heldout or set replicates.pool: false")
+    return held[offset : offset + n]
 
 
 def ppo_prompts(table: str | None, prompt_chars: int, seed: int) -> list[str]:

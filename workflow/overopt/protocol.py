@@ -38,6 +38,12 @@ class Cell:
     d: np.ndarray  # (R, K)
     gold: np.ndarray  # (R, P, K)
     val_loss: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (R,)
+    pools: list = field(default_factory=list)  # the pool (prompt set) of each replicate; [] or all equal: shared
+
+    @property
+    def nested(self) -> bool:
+        """Whether each replicate was measured on prompts of its own (prompts nested in replicates)."""
+        return len(set(self.pools)) > 1
 
 
 class View:
@@ -58,19 +64,24 @@ class View:
             return np.array([c.seeds.index(self.only)])
         return self.draw.rep_index(len(c.seeds))
 
+    def _per_replicate(self, c: Cell):
+        """(replicate, its prompt indices) of each drawn replicate."""
+        P = c.gold.shape[1]
+        return [(r, self.draw.prompt_index(P, j if c.nested else 0)) for j, r in enumerate(self._reps(c))]
+
     def curve(self, key) -> tuple[np.ndarray, np.ndarray]:
         """(d, gold) of a cell's replicate-mean curve."""
         if key not in self._cache:
             c = self.cells[key]
-            r, p = self._reps(c), self.draw.prompt_index(c.gold.shape[1])
-            self._cache[key] = (c.d[r].mean(0), c.gold[r][:, p].mean((0, 1)))
+            drawn = self._per_replicate(c)
+            g = np.mean([c.gold[r][p].mean(0) for r, p in drawn], axis=0)
+            self._cache[key] = (c.d[[r for r, _ in drawn]].mean(0), g)
         return self._cache[key]
 
     def proxies(self, key, at: int) -> list[tuple[float, float]]:
         """(validation loss, gold at grid index `at`) of each drawn replicate's proxy."""
         c = self.cells[key]
-        p = self.draw.prompt_index(c.gold.shape[1])
-        return [(float(c.val_loss[r]), float(c.gold[r][p, at].mean())) for r in self._reps(c)]
+        return [(float(c.val_loss[r]), float(c.gold[r][p, at].mean())) for r, p in self._per_replicate(c)]
 
 
 @dataclass
@@ -227,16 +238,20 @@ def bon_cells(fits: pd.DataFrame, scores: dict) -> dict:
     """Best-of-n cells from the fit table (sizes, losses) and the scores files ({keys: path})."""
     from .estimator import bon_kl, bon_per_prompt, n_grid, scores_matrix
 
+    from .keys import scores_metadata
+
     cells = {}
     for key, rows in fits.sort_values("seed").groupby(["policy", "rm", "data"], sort=True):
-        golds = []
+        golds, pools = [], []
         for s in rows["seed"]:
-            proxy, gold = scores_matrix(pd.read_parquet(scores[key + (int(s),)]))
+            path = scores[key + (int(s),)]
+            proxy, gold = scores_matrix(pd.read_parquet(path))
             ns = n_grid(proxy.shape[1])
             golds.append(bon_per_prompt(proxy, gold, ns)[0])
+            pools.append(scores_metadata(path).get("pool", 0))
         d = np.sqrt(bon_kl(ns))
         cells[key] = Cell(key, int(rows["rm_params"].iloc[0]), [int(s) for s in rows["seed"]], ns.astype(float),
-                          np.tile(d, (len(golds), 1)), np.stack(golds), rows["val_loss"].to_numpy(float))
+                          np.tile(d, (len(golds), 1)), np.stack(golds), rows["val_loss"].to_numpy(float), pools)
     return cells
 
 
@@ -245,7 +260,7 @@ def rl_cells(fits: pd.DataFrame, runs: pd.DataFrame, by_prompt: pd.DataFrame) ->
     cells = {}
     keys = ["policy", "rm", "data", "kl_penalty"]
     for key, rows in fits.sort_values("seed").groupby(keys, sort=True):
-        ds, golds, steps = [], [], None
+        ds, golds, pools, steps = [], [], [], None
         for s in rows["seed"]:
             sel = lambda t: t[(t[keys] == pd.Series(dict(zip(keys, key)))).all(1) & (t["seed"] == s)]
             run = sel(runs).sort_values("step")
@@ -255,8 +270,9 @@ def rl_cells(fits: pd.DataFrame, runs: pd.DataFrame, by_prompt: pd.DataFrame) ->
                 raise ValueError(f"run {key} seed {s}: its evaluations are not at the steps of the cell's other runs")
             ds.append(run["d"].to_numpy(float))
             golds.append(per.to_numpy(float))
+            pools.append(int(sel(by_prompt)["pool"].iloc[0]) if "pool" in by_prompt else 0)
         cells[key] = Cell(key, int(rows["rm_params"].iloc[0]), [int(s) for s in rows["seed"]], steps.astype(float),
-                          np.stack(ds), np.stack(golds))
+                          np.stack(ds), np.stack(golds), pools=pools)
     return cells
 
 

@@ -6,20 +6,21 @@ rule pool:
         policy=lambda w: base_input(w.policy),
         prompts=prompt_input(),
     output:
-        f"{OUT}/pool/{{policy}}.parquet",
+        f"{OUT}/pool/{{policy}}{{rep}}.parquet",
     params:
         policy=lambda w: base_path(w.policy),
         prompts=CFG["bon"]["prompts"],
         samples=CFG["bon"]["samples"],
         batch_size=CFG["bon"]["batch_size"],
         seed=CFG["bon"]["seed"],
+        replicate=lambda w: rep_index(w.rep),
         prompt_chars=CFG["world"]["prompt_chars"],
         completion_tokens=CFG["world"]["completion_tokens"],
         prompt_file=prompt_flag,
     log:
-        f"{OUT}/logs/pool/{{policy}}.log",
+        f"{OUT}/logs/pool/{{policy}}{{rep}}.log",
     benchmark:
-        f"{OUT}/benchmarks/pool/{{policy}}.tsv"
+        f"{OUT}/benchmarks/pool/{{policy}}{{rep}}.tsv"
     threads: 1
     priority: 2
     resources:
@@ -32,19 +33,19 @@ rule pool:
         "overopt pool --policy {params.policy} --out {output} --prompts {params.prompts}"
         " --samples {params.samples} --prompt-chars {params.prompt_chars}"
         " --completion-tokens {params.completion_tokens} --batch-size {params.batch_size}"
-        " --seed {params.seed} --threads {threads} {params.prompt_file} > {log} 2>&1"
+        " --seed {params.seed} --replicate {params.replicate} --threads {threads} {params.prompt_file} > {log} 2>&1"
 
 
 rule score_gold:
     input:
-        pool=f"{OUT}/pool/{{policy}}.parquet",
+        pool=f"{OUT}/pool/{{policy}}{{rep}}.parquet",
         gold=f"{OUT}/gold",
     output:
-        f"{OUT}/pool/{{policy}}.gold.parquet",
+        f"{OUT}/pool/{{policy}}{{rep}}.gold.parquet",
     log:
-        f"{OUT}/logs/score_gold/{{policy}}.log",
+        f"{OUT}/logs/score_gold/{{policy}}{{rep}}.log",
     benchmark:
-        f"{OUT}/benchmarks/score_gold/{{policy}}.tsv"
+        f"{OUT}/benchmarks/score_gold/{{policy}}{{rep}}.tsv"
     threads: 1
     priority: 3
     resources:
@@ -61,15 +62,15 @@ rule score_gold:
 rule loglik_pool:
     input:
         base=lambda w: base_input(w.rm),
-        pool=f"{OUT}/pool/{{policy}}.parquet",
+        pool=f"{OUT}/pool/{{policy}}{{rep}}.parquet",
     output:
-        f"{OUT}/loglik/{{policy}}/{{rm}}.pool.parquet",
+        f"{OUT}/loglik/{{policy}}/{{rm}}{{rep}}.pool.parquet",
     params:
         base=lambda w: base_path(w.rm),
     log:
-        f"{OUT}/logs/loglik/{{policy}}/{{rm}}.pool.log",
+        f"{OUT}/logs/loglik/{{policy}}/{{rm}}{{rep}}.pool.log",
     benchmark:
-        f"{OUT}/benchmarks/loglik_pool/{{policy}}/{{rm}}.tsv"
+        f"{OUT}/benchmarks/loglik_pool/{{policy}}/{{rm}}{{rep}}.tsv"
     threads: 1
     priority: lambda w: 2 if any((w.policy, w.rm) == (p, r) for p, r, _ in RL_CELLS) else 1
     resources:
@@ -84,8 +85,8 @@ rule loglik_pool:
 
 rule score_proxy:
     input:
-        pool=f"{OUT}/pool/{{policy}}.parquet",
-        gold_scores=f"{OUT}/pool/{{policy}}.gold.parquet",
+        pool=lambda w: f"{OUT}/pool/{w.policy}{pool_rep(w.seed)}.parquet",
+        gold_scores=lambda w: f"{OUT}/pool/{w.policy}{pool_rep(w.seed)}.gold.parquet",
         rm=f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}",
         loglik=lambda w: loglik_input(w, "pool"),
     output:

@@ -29,6 +29,7 @@ wildcard_constraints:
     data=r"\d+",
     seed=r"\d+",
     kl=r"[0-9]+(\.[0-9]+)?(e-?[0-9]+)?",
+    rep=r"(\.r\d+)?",  # "" where every replicate shares a file, ".r{seed}" where each draws its own
 
 
 def is_tiny(name):
@@ -47,6 +48,22 @@ def base_input(name):
 
 
 PROMPTS = CFG["world"].get("prompts")
+REPLICATES = CFG["replicates"]
+
+
+def cmp_rep(seed):
+    """The `rep` part of the comparison files a proxy of `seed` learns from."""
+    return f".r{seed}" if REPLICATES["comparisons"] else ""
+
+
+def pool_rep(seed):
+    """The `rep` part of the pool that a proxy or PPO run of `seed` is scored or evaluated on."""
+    return f".r{seed}" if REPLICATES["pool"] else ""
+
+
+def rep_index(rep):
+    """The replicate a `rep` wildcard names (0: the shared file)."""
+    return int(rep[2:]) if rep else 0
 
 
 def prompt_input():
@@ -94,10 +111,11 @@ def rm_readout_flags(name):
 
 def loglik_input(wildcards, texts):
     """The proxy base's log-likelihood table of the comparison pairs or the pool, for proxies with
-    the base-likelihood readout: made once per (policy, base), read by every seed and data size."""
+    the base-likelihood readout: made once per (policy, base, replicate), read by every data size."""
     if not CFG["rm_train"]["base_loglik"]:
         return []
-    return [f"{OUT}/loglik/{wildcards.policy}/{wildcards.rm}.{texts}.parquet"]
+    rep = cmp_rep(wildcards.seed) if texts == "pairs" else pool_rep(wildcards.seed)
+    return [f"{OUT}/loglik/{wildcards.policy}/{wildcards.rm}{rep}.{texts}.parquet"]
 
 
 def gpus(*names):
@@ -163,12 +181,6 @@ def fig(name):
     return report(f"{OUT}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
 
 
-def pool_policies():
-    """The policies whose pool is sampled: every grid cell's for best-of-n, else the RL cells'."""
-    cells = grid_cells(CFG) if "bon" in CFG["methods"] else RL_CELLS
-    return sorted({p for p, _, _ in cells})
-
-
 def benchmark_files():
     """The `benchmark:` file of every heavy job the study runs (read by the summary's timing table)."""
     b = f"{OUT}/benchmarks"
@@ -176,16 +188,35 @@ def benchmark_files():
     policies = sorted({p for p, _, _ in cells})
     used = set(policies) | {r for _, r, _ in cells} | ({GOLD_REF} if GOLD_REF else set())
     files = [f"{b}/pretrain/{m}.tsv" for m in sorted(used) if is_tiny(m)]
-    files += [f"{b}/{rule}/{p}.tsv" for p in policies for rule in ("pairs", "comparisons")]
-    files += [f"{b}/{rule}/{p}.tsv" for p in pool_policies() for rule in ("pool", "score_gold")]
+    cmp_files, pool_files = comparison_files(), pool_files_of()
+    files += [f"{b}/{rule}/{p}{rep}.tsv" for p, rep in cmp_files for rule in ("pairs", "comparisons")]
+    files += [f"{b}/{rule}/{p}{rep}.tsv" for p, rep in pool_files for rule in ("pool", "score_gold")]
     if CFG["rm_train"]["base_loglik"]:
-        pairs = sorted({(p, r) for p, r, _ in cells})
-        files += [f"{b}/loglik_pairs/{p}/{r}.tsv" for p, r in pairs]
-        files += [f"{b}/loglik_pool/{p}/{r}.tsv" for p, r in sorted({(p, r) for p, r, _ in scored_cells()})]
+        files += [f"{b}/loglik_pairs/{p}/{r}{rep}.tsv" for p, r, rep in replicate_files(cells, cmp_rep)]
+        files += [f"{b}/loglik_pool/{p}/{r}{rep}.tsv" for p, r, rep in replicate_files(scored_cells(), pool_rep)]
     files += grid(f"{b}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv")
     files += [d.replace(f"{OUT}/rm/", f"{b}/scores/") + ".tsv" for d in scored_rm_dirs()]
     files += [r.replace(f"{OUT}/rl/", f"{b}/rl/").replace(".csv", ".tsv") for r in rl_runs()]
     return files
+
+
+def replicate_files(cells, rep_of):
+    """(policy, rm, rep) of every per-replicate file the proxies of `cells` read."""
+    return sorted({(p, r, rep_of(s)) for p, r, d in cells for s in CELL_SEEDS[(p, r, d)]})
+
+
+def comparison_files():
+    """(policy, rep) of every comparison sample the study draws."""
+    return sorted({(p, rep) for p, _, rep in replicate_files(grid_cells(CFG), cmp_rep)})
+
+
+def pool_files_of():
+    """(policy, rep) of every pool the study samples: each scored proxy's and each PPO run's."""
+    cells = scored_cells()
+    pools = {(p, rep) for p, _, rep in replicate_files(cells, pool_rep)}
+    if "rl" in CFG["methods"]:
+        pools |= {(p, pool_rep(s)) for p, r, d, _ in rl_run_cells(CFG) for s in rl_seeds(CFG, CELL_SEEDS[(p, r, d)])}
+    return sorted(pools)
 
 
 def scored_cells():

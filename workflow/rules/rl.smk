@@ -6,8 +6,8 @@ rule ppo:
         policy=lambda w: base_input(w.policy),
         rm=f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}",
         gold=f"{OUT}/gold",
-        pool=f"{OUT}/pool/{{policy}}.parquet",
-        pool_gold=f"{OUT}/pool/{{policy}}.gold.parquet",
+        pool=lambda w: f"{OUT}/pool/{w.policy}{pool_rep(w.seed)}.parquet",
+        pool_gold=lambda w: f"{OUT}/pool/{w.policy}{pool_rep(w.seed)}.gold.parquet",
         scores=f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.parquet",
         prompts=prompt_input(),
     output:

@@ -4,15 +4,15 @@
 rule loglik_pairs:
     input:
         base=lambda w: base_input(w.rm),
-        comparisons=f"{OUT}/comparisons/{{policy}}.pairs.parquet",
+        comparisons=f"{OUT}/comparisons/{{policy}}{{rep}}.pairs.parquet",
     output:
-        f"{OUT}/loglik/{{policy}}/{{rm}}.pairs.parquet",
+        f"{OUT}/loglik/{{policy}}/{{rm}}{{rep}}.pairs.parquet",
     params:
         base=lambda w: base_path(w.rm),
     log:
-        f"{OUT}/logs/loglik/{{policy}}/{{rm}}.pairs.log",
+        f"{OUT}/logs/loglik/{{policy}}/{{rm}}{{rep}}.pairs.log",
     benchmark:
-        f"{OUT}/benchmarks/loglik_pairs/{{policy}}/{{rm}}.tsv"
+        f"{OUT}/benchmarks/loglik_pairs/{{policy}}/{{rm}}{{rep}}.tsv"
     threads: 1
     priority: 4
     resources:
@@ -29,7 +29,7 @@ rule loglik_pairs:
 rule train_rm:
     input:
         base=lambda w: base_input(w.rm),
-        comparisons=f"{OUT}/comparisons/{{policy}}.parquet",
+        comparisons=lambda w: f"{OUT}/comparisons/{w.policy}{cmp_rep(w.seed)}.parquet",
         loglik=lambda w: loglik_input(w, "pairs"),
     output:
         directory(f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}"),

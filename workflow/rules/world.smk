@@ -80,20 +80,20 @@ rule pairs:
         policy=lambda w: base_input(w.policy),
         prompts=prompt_input(),
     output:
-        f"{OUT}/comparisons/{{policy}}.pairs.parquet",
+        f"{OUT}/comparisons/{{policy}}{{rep}}.pairs.parquet",
     params:
         policy=lambda w: base_path(w.policy),
         train_pairs=lambda w: comparison_pairs(w.policy),
         val_pairs=CFG["comparisons"]["val_pairs"],
         batch_size=CFG["comparisons"]["batch_size"],
-        seed=CFG["comparisons"]["seed"],
+        seed=lambda w: CFG["comparisons"]["seed"] + rep_index(w.rep),
         prompt_chars=CFG["world"]["prompt_chars"],
         completion_tokens=CFG["world"]["completion_tokens"],
         prompts=prompt_flag,
     log:
-        f"{OUT}/logs/comparisons/{{policy}}.pairs.log",
+        f"{OUT}/logs/comparisons/{{policy}}{{rep}}.pairs.log",
     benchmark:
-        f"{OUT}/benchmarks/pairs/{{policy}}.tsv"
+        f"{OUT}/benchmarks/pairs/{{policy}}{{rep}}.tsv"
     threads: 1
     priority: 4  # every proxy waits on its policy's comparisons; pool scoring only on the pool
     resources:
@@ -111,17 +111,17 @@ rule pairs:
 
 rule comparisons:
     input:
-        pairs=f"{OUT}/comparisons/{{policy}}.pairs.parquet",
+        pairs=f"{OUT}/comparisons/{{policy}}{{rep}}.pairs.parquet",
         gold=f"{OUT}/gold",
     output:
-        pairs=f"{OUT}/comparisons/{{policy}}.parquet",
-        stats=f"{OUT}/comparisons/{{policy}}.json",
+        pairs=f"{OUT}/comparisons/{{policy}}{{rep}}.parquet",
+        stats=f"{OUT}/comparisons/{{policy}}{{rep}}.json",
     params:
         label_noise=CFG["comparisons"]["label_noise"],
     log:
-        f"{OUT}/logs/comparisons/{{policy}}.log",
+        f"{OUT}/logs/comparisons/{{policy}}{{rep}}.log",
     benchmark:
-        f"{OUT}/benchmarks/comparisons/{{policy}}.tsv"
+        f"{OUT}/benchmarks/comparisons/{{policy}}{{rep}}.tsv"
     threads: 1
     priority: 4
     resources:
