@@ -55,7 +55,7 @@ def test_resources_scale_with_model_size(dry_runs):
 
 def test_resources_double_per_attempt(dry_runs):
     for rule, wc in [("train_rm", {"policy": "p", "rm": "r3", "data": "128"}),
-                     ("ppo", {"policy": "p", "rm": "r2", "kl": "0"}), ("tokenizer", {}), ("fit_bon", {})]:
+                     ("ppo", {"policy": "p", "rm": "r2", "kl": "0.0"}), ("tokenizer", {}), ("fit_bon", {})]:
         mem1, rt1, gpu1 = _res(dry_runs[1], rule, **wc)
         mem2, rt2, gpu2 = _res(dry_runs[2], rule, **wc)
         assert (mem2, gpu2) == (2 * mem1, gpu1), rule
