@@ -17,7 +17,11 @@ def test_terms_on_hand_made_text():
 
 
 def _gold(spec):
+    """A TinyGold on `spec`, its other settings at the config schema's defaults."""
+    from overopt.config import schema_defaults
+
     g = TinyGold.__new__(TinyGold)
+    spec = {**schema_defaults("gold", "tiny"), **spec}
     g.spec, g.weights, g.stats = spec, spec["terms"], spec["stats"]
     return g
 

@@ -38,10 +38,13 @@ def _fill_defaults(config: dict, schema: dict, root: dict) -> None:
 RL_SELECTORS = ("data_sizes", "policies", "seeds", "penalty_reward_models", "fit_min_d")
 
 
-def schema_defaults(section: str, schema_path: str | Path = SCHEMA) -> dict:
-    """The schema's default of every key of a top-level section that has one."""
-    props = yaml.safe_load(Path(schema_path).read_text())["properties"][section]["properties"]
-    return {k: v["default"] for k, v in props.items() if "default" in v}
+def schema_defaults(*path: str, schema_path: str | Path = SCHEMA) -> dict:
+    """The schema's default of every key that has one, in the object at `path` (e.g. "rl", or
+    "gold", "tiny")."""
+    node = yaml.safe_load(Path(schema_path).read_text())
+    for key in path:
+        node = node["properties"][key]
+    return {k: v["default"] for k, v in node["properties"].items() if "default" in v}
 
 
 def ppo_settings(config: dict) -> dict:

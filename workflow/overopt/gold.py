@@ -158,6 +158,10 @@ def repeat_term(completions: list[str]) -> np.ndarray:
     return np.array([len(re.findall(r"\b(\w+) \1\b", c)) for c in completions], dtype=float)
 
 
+# the settings of a tiny gold that gold.json records (their defaults: the config schema's gold.tiny)
+TINY_KEYS = ("reward_chars", "fluency_cap", "count_cap", "count_over", "count_skip_runs", "count_power", "fluency_ngram")
+
+
 class TinyGold:
     def __init__(self, path: Path, spec: dict):
         from .models import load_causal, load_tokenizer
@@ -165,7 +169,7 @@ class TinyGold:
         self.spec = spec
         self.weights: dict = spec["terms"]
         self.stats: dict = spec["stats"]
-        if spec.get("fluency_ngram"):
+        if spec["fluency_ngram"]:
             self.ngram = CharNGram.load(path / "ngram.npz")
         elif "fluency" in self.weights:
             self.tokenizer = load_tokenizer(path / "reference")
@@ -174,7 +178,7 @@ class TinyGold:
     def terms(self, prompts: list[str], completions: list[str]) -> dict[str, np.ndarray]:
         out = {}
         if "fluency" in self.weights:
-            if self.spec.get("fluency_ngram"):
+            if self.spec["fluency_ngram"]:
                 out["fluency"] = self.ngram.mean_logprob(prompts, completions)
             else:
                 out["fluency"] = completion_logprobs(self.reference, self.tokenizer, prompts, completions)
@@ -182,7 +186,7 @@ class TinyGold:
             # a concave count (power < 1): the best of n picks then gains about in proportion to d,
             # as from a Gaussian feature, not to d^2 as from the count's geometric tail
             out["count"] = count_term(completions, self.spec["reward_chars"],
-                                      bool(self.spec.get("count_skip_runs"))) ** self.spec.get("count_power", 1.0)
+                                      self.spec["count_skip_runs"]) ** self.spec["count_power"]
         if "clumps" in self.weights:
             out["clumps"] = clumps_term(completions, self.spec["reward_chars"])
         if "runs" in self.weights:
@@ -194,15 +198,15 @@ class TinyGold:
     def score(self, prompts: list[str], completions: list[str]) -> np.ndarray:
         total = np.zeros(len(prompts))
         for name, value in self.terms(prompts, completions).items():
-            if name == "count" and self.spec.get("count_cap") is not None:
+            if name == "count" and self.spec["count_cap"] is not None:
                 # diminishing returns: past the cap, more rewarded characters add nothing, or,
                 # with `count_over` k > 0, each one takes back k times what one below the cap
                 # earned: a tent that only a proxy which learned the cap can stay on the top of
-                cap, over = self.spec["count_cap"], self.spec.get("count_over") or 0.0
+                cap, over = self.spec["count_cap"], self.spec["count_over"]
                 value = np.minimum(value, cap) - over * np.maximum(value - cap, 0.0)
             mu, sd = self.stats[name]
             z = (value - mu) / sd
-            if name == "fluency" and self.spec.get("fluency_cap") is not None:
+            if name == "fluency" and self.spec["fluency_cap"] is not None:
                 # no extra credit for text more predictable than the cap: degenerate
                 # repetition is very likely under any LM and must not pass for quality
                 z = np.minimum(z, self.spec["fluency_cap"])
@@ -280,24 +284,16 @@ def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: st
             meta = {"kind": "hf", "path": spec["hf"], "tokenizer": spec.get("tokenizer"),
                     "quantize": spec.get("quantize", "none")}
         else:
-            tiny = spec["tiny"]
-            if tiny.get("fluency_ngram"):
+            from .config import schema_defaults
+
+            tiny = {**schema_defaults("gold", "tiny"), **spec["tiny"]}  # a spec from outside a validated config
+            if tiny["fluency_ngram"]:
                 # counted on the text pi_init was pretrained on, as the transformer reference is
                 CharNGram.fit(train_text, int(tiny["fluency_ngram"])).save(Path(tmp) / "ngram.npz")
             elif reference_dir:
                 shutil.copytree(reference_dir, tmp / "reference")
-            meta = {
-                "kind": "tiny",
-                "terms": dict(sorted(tiny["terms"].items())),
-                "reward_chars": tiny.get("reward_chars", ""),
-                "fluency_cap": tiny.get("fluency_cap"),
-                "count_cap": tiny.get("count_cap"),
-                "count_over": tiny.get("count_over", 0.0),
-                "count_skip_runs": tiny.get("count_skip_runs", False),
-                "count_power": tiny.get("count_power", 1.0),
-                "fluency_ngram": tiny.get("fluency_ngram"),
-                "stats": {},
-            }
+            meta = {"kind": "tiny", "terms": dict(sorted(tiny["terms"].items())),
+                    **{k: tiny[k] for k in TINY_KEYS}, "stats": {}}
             rng = np.random.default_rng(seed)
             windows = random_prompts(heldout_text, 2000, prompt_chars + completion_chars, rng)
             prompts = [w[:prompt_chars] for w in windows]
