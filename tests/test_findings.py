@@ -227,3 +227,22 @@ def test_a_larger_policy_gains_less_at_a_similar_kl_or_not():
     assert run_(cells(1.3)).status == "FAIL"  # the larger policy gains more
     shifted = run_(cells(0.7, peak_shift=1.6))  # less gold, but its peak d 60% later
     assert shifted.status == "FAIL" and "not within 25%" in shifted.detail
+
+
+def test_the_robustness_table_reads_each_studys_findings(tmp_path):
+    from overopt.protocol import Result
+    from overopt.robustness import read_findings, robustness_table
+
+    a = [Result("F1", "gold turns over (best-of-n)", "PASS", "x; holds in 3 of 4 replicates"),
+         Result("F3", "larger RMs reach more gold (best-of-n)", "FAIL", "slope: +0.1 [-0.1, +0.2]; holds in 1 of 4 replicates"),
+         Result("F13", "a KL penalty is no better", "SKIP", "not testable on this grid"),
+         Result("S1", "best-of-n proxy rises with n", "OK", "36/36 curves")]
+    b = [Result("F1", "gold turns over (best-of-n)", "INCONCLUSIVE", "x; holds in 0 of 2 replicates")]
+    for name, rows in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.txt").write_text("\n".join(r.line() for r in rows) + "\n")
+    assert [r["fid"] for r in read_findings(tmp_path / "a.txt")] == ["F1", "F3", "F13"]  # the sanity line is no finding
+    table = robustness_table({"world A": str(tmp_path / "a.txt"), "world B": str(tmp_path / "b.txt")}).splitlines()
+    assert table[0] == "| finding | world A | world B |"
+    assert table[2] == "| F1 gold turns over (best-of-n) | PASS, 3 of 4 | INCONCLUSIVE, 0 of 2 |"
+    assert table[3] == "| F3 larger RMs reach more gold (best-of-n) | FAIL, 1 of 4 |  |"
+    assert table[4] == "| F13 a KL penalty is no better | not testable |  |"

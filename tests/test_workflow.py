@@ -205,6 +205,22 @@ def test_replicates_draw_their_own_comparisons_and_pools(tmp_path, smoke_config)
     assert any(l.split()[1] == "F1" for l in lines)
 
 
+def test_the_robustness_rule_tables_finished_studies(smoke_copy, smoke_config):
+    """With `robustness:` in the config, the rule turns finished studies' findings into one table:
+    a row per finding, a column per study."""
+    from conftest import snakemake_cmd
+
+    cfg = copy.deepcopy(smoke_config)
+    cfg["robustness"] = {"out": "robustness.md", "studies": {"smoke, once": "results", "smoke, again": "results"}}
+    write_config(smoke_copy, cfg)
+    r = snakemake_cmd(smoke_copy, "--cores", "1", "robustness")
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = [l for l in (smoke_copy / "robustness.md").read_text().splitlines() if l.startswith("| F")]
+    findings = [l for l in (smoke_copy / "results" / "findings.txt").read_text().splitlines() if l.split()[1].startswith("F")]
+    assert len(table) == len(findings) and "| finding | smoke, once | smoke, again |" in (smoke_copy / "robustness.md").read_text()
+    assert all(l.count("|") == 4 for l in table)
+
+
 def test_smoke_run_writes_findings_and_report(smoke_copy):
     from conftest import snakemake_cmd
 

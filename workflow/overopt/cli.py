@@ -271,6 +271,12 @@ def cmd_summary(a):
     write_summary(a.out, a.findings, a.rm_metrics, a.bon, a.rl, a.scaling, a.benchmarks)
 
 
+def cmd_robustness(a):
+    from .robustness import write_robustness
+
+    write_robustness(dict(x.split("=", 1) for x in a.study), a.out)
+
+
 def cmd_prompts(a):
     from .prompts import write_prompt_table
 
@@ -388,6 +394,9 @@ COMMANDS = {
                   ("no-fail", {"action": "store_true", "help": "exit 0 even when a finding fails"})]),
     "summary": (cmd_summary, "results/summary.md: findings, seed-mean tables, job time by rule",
                 ["findings", "rm-metrics", "bon", "rl", "scaling", "benchmarks", "out"]),
+    "robustness": (cmd_robustness, "which findings hold in which study: a table from their findings.txt",
+                   [("study", {"nargs": "+", "required": True, "help": "name=path/to/findings.txt, in column order"}),
+                    "out"]),
     "prompts": (cmd_prompts, "read a prompts file, cut and split it into train / held out",
                 ["path", "column", "heldout", "seed", "prompt-chars", "out"]),
     "plan": (cmd_plan, "job counts per rule and a GPU-hours estimate for a config", ["config", "mfu", "peak-tflops"]),

@@ -97,3 +97,27 @@ rule summary:
     shell:
         "overopt summary --findings {input.findings} --rm-metrics {input.rm_metrics} --bon {input.bon}"
         " {params.optional} --benchmarks {input.benchmarks} --out {output} > {log} 2>&1"
+
+
+if "robustness" in CFG:
+
+    rule robustness:
+        input:
+            [f"{d}/findings.txt" for d in CFG["robustness"]["studies"].values()],
+        output:
+            CFG["robustness"]["out"],
+        params:
+            studies=" ".join(f"'{n}={d}/findings.txt'" for n, d in CFG["robustness"]["studies"].items()),
+        log:
+            f"{OUT}/logs/robustness.log",
+        threads: 1
+        resources:
+            mem_mb=mem(base=1000),
+            runtime=runtime(base=5),
+        conda:
+            CONDA_ENV
+        shell:
+            "overopt robustness --study {params.studies} --out {output} > {log} 2>&1"
+
+    localrules:
+        robustness,
