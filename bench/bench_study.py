@@ -84,7 +84,8 @@ def main():
     out = yaml.safe_load(Path(a.configfile).read_text()).get("outdir", "results")
     from overopt.summary import timing_table
 
-    times = timing_table([str(f) for f in (work / out / "benchmarks").rglob("*.tsv")])
+    bench = work / out / "benchmarks"
+    times = timing_table([(f.relative_to(bench).parts[0], str(f)) for f in bench.rglob("*.tsv")])
     by_rule = {r.rule: (r.jobs, r.job_seconds) for r in times.itertuples() if r.rule != "all"}
     print(f"study: {a.configfile} in {work}")
     print(f"CPU: {cpu_model()}, {a.cores} cores used")

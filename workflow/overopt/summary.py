@@ -59,12 +59,11 @@ def scaling_rows(scaling: pd.DataFrame) -> pd.DataFrame:
     return scaling[keys + ["coefficient", "slope", "slope_lo", "slope_hi", "n_sizes"]]
 
 
-def timing_table(benchmarks: list[str]) -> pd.DataFrame:
-    """Job wall seconds by rule, from the jobs' `benchmark:` files (rule = the folder under benchmarks/)."""
+def timing_table(benchmarks: list[tuple[str, str]]) -> pd.DataFrame:
+    """Job wall seconds by group of jobs, from (group, `benchmark:` file) pairs."""
     rows = []
-    for f in benchmarks:
-        parts = Path(f).as_posix().split("/benchmarks/", 1)[1].split("/")
-        rows.append({"rule": parts[0], "s": float(Path(f).read_text().splitlines()[1].split("\t")[0])})
+    for group, f in benchmarks:
+        rows.append({"rule": group, "s": float(Path(f).read_text().splitlines()[1].split("\t")[0])})
     df = pd.DataFrame(rows, columns=["rule", "s"])
     g = df.groupby("rule", as_index=False).agg(jobs=("s", "size"), job_seconds=("s", "sum"), longest=("s", "max"))
     g = g.sort_values("job_seconds", ascending=False)
@@ -92,7 +91,7 @@ def write_summary(out: str, findings: str, rm_metrics: str, bon_fits: str | None
     if scaling:
         parts += ["", "## Coefficients against log10 RM params (slope per decade, 95% interval; `fits/scaling.csv`)", "",
                   _table(scaling_rows(pd.read_csv(scaling)))]
-    t = timing_table(benchmarks)
+    t = timing_table([tuple(b.split("=", 1)) for b in benchmarks])
     parts += ["", "## Job time by rule (wall seconds, `benchmarks/`)", "", _table(t, "{:.0f}")]
     text = "\n".join(parts) + "\n"
     with atomic_file(out) as tmp:

@@ -183,21 +183,31 @@ def fig(name):
 
 def benchmark_files():
     """The `benchmark:` file of every heavy job the study runs (read by the summary's timing table)."""
+    return [f for _, f in benchmark_pairs()]
+
+
+def benchmark_labels():
+    """`group=file` for every benchmark file (the group: its folder under benchmarks/), a plain string."""
+    return " ".join(f"{g}={f}" for g, f in benchmark_pairs())
+
+
+def benchmark_pairs():
+    """(group, benchmark file) of every heavy job; the group names its folder under benchmarks/."""
     b = f"{OUT}/benchmarks"
     cells = grid_cells(CFG)
     policies = sorted({p for p, _, _ in cells})
     used = set(policies) | {r for _, r, _ in cells} | ({GOLD_REF} if GOLD_REF else set())
-    files = [f"{b}/pretrain/{m}.tsv" for m in sorted(used) if is_tiny(m)]
-    cmp_files, pool_files = comparison_files(), pool_files_of()
-    files += [f"{b}/{rule}/{p}{rep}.tsv" for p, rep in cmp_files for rule in ("pairs", "comparisons")]
-    files += [f"{b}/{rule}/{p}{rep}.tsv" for p, rep in pool_files for rule in ("pool", "score_gold")]
+    out = [("pretrain", f"{b}/pretrain/{m}.tsv") for m in sorted(used) if is_tiny(m)]
+    out += [(g, f"{b}/{g}/{p}{rep}.tsv") for p, rep in comparison_files() for g in ("pairs", "comparisons")]
+    out += [(g, f"{b}/{g}/{p}{rep}.tsv") for p, rep in pool_files_of() for g in ("pool", "score_gold")]
     if CFG["rm_train"]["base_loglik"]:
-        files += [f"{b}/loglik_pairs/{p}/{r}{rep}.tsv" for p, r, rep in replicate_files(cells, cmp_rep)]
-        files += [f"{b}/loglik_pool/{p}/{r}{rep}.tsv" for p, r, rep in replicate_files(scored_cells(), pool_rep)]
-    files += grid(f"{b}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv")
-    files += [d.replace(f"{OUT}/rm/", f"{b}/scores/") + ".tsv" for d in scored_rm_dirs()]
-    files += [r.replace(f"{OUT}/rl/", f"{b}/rl/").replace(".csv", ".tsv") for r in rl_runs()]
-    return files
+        out += [("loglik_pairs", f"{b}/loglik_pairs/{p}/{r}{rep}.tsv") for p, r, rep in replicate_files(cells, cmp_rep)]
+        out += [("loglik_pool", f"{b}/loglik_pool/{p}/{r}{rep}.tsv")
+                for p, r, rep in replicate_files(scored_cells(), pool_rep)]
+    out += [("rm", f) for f in grid(f"{b}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv")]
+    out += [("scores", d.replace(f"{OUT}/rm/", f"{b}/scores/") + ".tsv") for d in scored_rm_dirs()]
+    out += [("rl", r.replace(f"{OUT}/rl/", f"{b}/rl/").replace(".csv", ".tsv")) for r in rl_runs()]
+    return out
 
 
 def replicate_files(cells, rep_of):

@@ -86,6 +86,7 @@ rule summary:
         report(f"{OUT}/summary.md", caption="../report/summary.rst", category="Findings"),
     params:
         optional=lambda w, input: " ".join(f"--{k} {input[k]}" for k in ("rl", "scaling") if input[k]),
+        benchmarks=benchmark_labels(),
     log:
         f"{OUT}/logs/summary.log",
     threads: 1
@@ -96,7 +97,7 @@ rule summary:
         CONDA_ENV
     shell:
         "overopt summary --findings {input.findings} --rm-metrics {input.rm_metrics} --bon {input.bon}"
-        " {params.optional} --benchmarks {input.benchmarks} --out {output} > {log} 2>&1"
+        " {params.optional} --benchmarks {params.benchmarks} --out {output} > {log} 2>&1"
 
 
 if "robustness" in CFG:
