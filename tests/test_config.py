@@ -52,6 +52,9 @@ BAD = {
                                      "world.prompts.path"),
     "pool larger than held-out prompts": (lambda c: c["world"].update(prompts={"path": "p.jsonl", "heldout": 2}),
                                           "bon.prompts"),
+    "replicates' pools beyond the held-out prompts": (
+        lambda c: (c.update(seeds=[0, 1, 2], replicates={"pool": True}),
+                   c["world"].update(prompts={"path": "p.jsonl", "heldout": 8})), "replicates.pool"),
     "LoRA rank zero": (lambda c: c["models"].update(p={"hf": "x", "lora": {"r": 0}}), "models.p.lora.r"),
     "LoRA dropout of 1": (lambda c: c["models"].update(p={"hf": "x", "lora": {"dropout": 1.0}}), "models.p.lora.dropout"),
     "negative parameter count": (lambda c: c["models"].update(p={"hf": "x", "params": -1}), "models.p.params"),
