@@ -17,17 +17,14 @@ import numpy as np
 
 
 def resample(per_replicate: Sequence[np.ndarray], rng: np.random.Generator, shared_prompts: bool) -> list[np.ndarray]:
-    """One cluster-bootstrap draw: a list of R arrays, each (prompts, ...) of a drawn replicate
-    with its prompts redrawn (the same prompt indices in all of them when `shared_prompts`)."""
-    R = len(per_replicate)
-    reps = rng.integers(0, R, R)
-    if shared_prompts:
-        P = per_replicate[0].shape[0]
-        if any(x.shape[0] != P for x in per_replicate):
-            raise ValueError("shared prompts: every replicate must hold the same prompts")
-        idx = rng.integers(0, P, P)
-        return [per_replicate[r][idx] for r in reps]
-    return [per_replicate[r][rng.integers(0, per_replicate[r].shape[0], per_replicate[r].shape[0])] for r in reps]
+    """One cluster-bootstrap draw (a `Draw`): a list of R arrays, each (prompts, ...) of a drawn
+    replicate with its prompts redrawn (the same prompt indices in all of them when `shared_prompts`)."""
+    sizes = [x.shape[0] for x in per_replicate]
+    if shared_prompts and len(set(sizes)) > 1:
+        raise ValueError("shared prompts: every replicate must hold the same prompts")
+    draw = Draw(rng.random(len(sizes)), rng.random((len(sizes), max(sizes))))
+    return [per_replicate[r][draw.prompt_index(sizes[r], 0 if shared_prompts else j)]
+            for j, r in enumerate(draw.rep_index(len(sizes)))]
 
 
 def cluster_bootstrap(stat: Callable[[list[np.ndarray]], np.ndarray | float], per_replicate: Sequence[np.ndarray],
@@ -38,10 +35,16 @@ def cluster_bootstrap(stat: Callable[[list[np.ndarray]], np.ndarray | float], pe
     return np.stack([np.asarray(stat(resample(per_replicate, rng, shared_prompts)), dtype=float) for _ in range(B)])
 
 
-def interval(draws: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """The percentile interval of bootstrap draws (axis 0)."""
+def interval(draws: np.ndarray, level: float = 0.95, inf: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The percentile interval of bootstrap draws (axis 0), NaN draws left out; with `inf`, an
+    infinite draw counts as +-inf (a finite stand-in that ranks beyond every real value)."""
+    v = np.asarray(draws, float)
+    if inf is not None:
+        v = np.where(np.isposinf(v), inf, np.where(np.isneginf(v), -inf, v))
+    if not np.isfinite(v).any():
+        return np.full(v.shape[1:], np.nan), np.full(v.shape[1:], np.nan)
     a = (1 - level) / 2
-    lo, hi = np.percentile(draws, [100 * a, 100 * (1 - a)], axis=0)
+    lo, hi = np.nanpercentile(v, [100 * a, 100 * (1 - a)], axis=0)
     return lo, hi
 
 

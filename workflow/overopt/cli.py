@@ -135,7 +135,11 @@ def cmd_ppo(a):
     from .prompts import ppo_prompts
 
     keys = {**read_proxy_metrics(a.rm)["keys"], "kl_penalty": a.kl_penalty, "seed": a.seed}
-    pool = pd.read_parquet(a.pool).drop_duplicates("prompt_id").sort_values("prompt_id")
+    import pyarrow.parquet as pq
+
+    # the prompts and the pool's replicate, not its completions
+    cols = [c for c in ("prompt_id", "prompt", "replicate") if c in pq.read_schema(a.pool).names]
+    pool = pd.read_parquet(a.pool, columns=cols).drop_duplicates("prompt_id").sort_values("prompt_id")
     cfg = PPOConfig(**json.loads(a.settings), kl_penalty=a.kl_penalty, seed=a.seed)
     run_ppo(a.policy, proxy_reward_fn(a.rm, proxy_offset(a.scores)), gold_score_fn(a.gold, a.pool_gold), a.out,
             a.checkpoint, ppo_prompts(a.prompt_file, a.prompt_chars, a.seed), pool["prompt"].tolist(),

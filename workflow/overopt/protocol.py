@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .bootstrap import Draw, draws
+from .bootstrap import Draw, draws, interval
 from .fit import fit_curve
 
 R2_MIN = 0.95  # F7, F8: ours, stated in advance (the paper shows no R^2)
@@ -143,12 +143,6 @@ def at_most(d: np.ndarray, g: np.ndarray, dmax: float) -> float:
 # ----------------------------------------------------------------------------- the bootstrap
 
 
-def percentiles(values: np.ndarray, q) -> np.ndarray:
-    v = np.asarray(values, float)
-    v = np.where(np.isposinf(v), NOT_REACHED, np.where(np.isneginf(v), -NOT_REACHED, v))
-    return np.nanpercentile(v, q, axis=0) if np.isfinite(v).any() else np.full(np.shape(q), np.nan)
-
-
 @dataclass
 class Part:
     """One part of a finding (one data size, one RM, ...): its statistic per view and its rule."""
@@ -161,23 +155,30 @@ class Part:
     unmet: str = "peak not reached"  # what the line says when `extra` is false
 
 
-def judge(part: Part, point: float, boot: np.ndarray, extra_ok: bool = True) -> str:
-    lo, hi = percentiles(boot, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2]) if len(boot) else (np.nan, np.nan)
+def judge(part: Part, point: float, boot: np.ndarray, extra_ok: bool = True) -> tuple[str, str]:
+    """(status, the interval as printed) of one part: its rule on the point estimate and the
+    percentile interval of its bootstrap values (infinite values rank beyond every finite one)."""
+    lo, hi = interval(boot, LEVEL, inf=NOT_REACHED) if len(boot) else (np.nan, np.nan)
+    if part.rule == "lo5>0":  # one-sided: the lower end of the two-sided interval at twice the level's tail
+        lo5 = interval(boot, 2 * LEVEL - 1, inf=NOT_REACHED)[0]
+        shown = f" [5th percentile {part.fmt.format(lo5)}]"
+    else:
+        shown = f" [{part.fmt.format(lo)}, {part.fmt.format(hi)}]" if len(boot) else ""
     if not np.isfinite(point):
-        return "FAIL"
+        return "FAIL", shown
     if part.rule == "lo>0":
         ok = lo > 0
     elif part.rule == "hi<0":
         ok = hi < 0
     elif part.rule == "lo5>0":
-        ok = percentiles(boot, [100 * (1 - LEVEL)])[0] > 0
+        ok = lo5 > 0
     elif part.rule == "r2":
         ok = point >= R2_MIN
     elif part.rule == "f13":
-        return "PASS" if hi < F13_MARGIN else ("FAIL" if lo > 0 else "INCONCLUSIVE")
+        return ("PASS" if hi < F13_MARGIN else "FAIL" if lo > 0 else "INCONCLUSIVE"), shown
     else:
         raise ValueError(part.rule)
-    return "PASS" if ok and extra_ok else "FAIL"
+    return ("PASS" if ok and extra_ok else "FAIL"), shown
 
 
 def combine(statuses: list[str]) -> str:
@@ -201,15 +202,8 @@ def evaluate(fid: str, name: str, parts: list[Part], cells: dict, boot: list[Dra
         point = part.stat(point_view)
         values = np.array([part.stat(v) for v in views]) if part.rule != "r2" else np.array([])
         extra_ok = part.extra(point_view) if part.extra else True
-        st = judge(part, point, values, extra_ok)
+        st, q = judge(part, point, values, extra_ok)
         statuses.append(st)
-        if part.rule == "lo5>0":
-            q = f" [5th percentile {part.fmt.format(percentiles(values, [100 * (1 - LEVEL)])[0])}]"
-        elif len(values):
-            lo, hi = percentiles(values, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
-            q = f" [{part.fmt.format(lo)}, {part.fmt.format(hi)}]"
-        else:
-            q = ""
         texts.append(f"{part.label}: {part.fmt.format(point)}{q}" + ("" if extra_ok else f" ({part.unmet})"))
     k, R = 0, 0
     for s in replicates:
@@ -223,7 +217,7 @@ def evaluate(fid: str, name: str, parts: list[Part], cells: dict, boot: list[Dra
                 break
             values = (np.array([part.stat(View(cells, dr, only=s)) for dr in prompt_boot])
                       if part.rule != "r2" else np.array([]))
-            own.append(judge(part, point, values, part.extra(pv) if part.extra else True))
+            own.append(judge(part, point, values, part.extra(pv) if part.extra else True)[0])
         if own is None:
             continue
         R += 1
@@ -319,10 +313,13 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
         if cells:
             smallest = min(allc[k].rm_params for k in cells)
             for k in sorted(k for k in cells if allc[k].rm_params == smallest):
-                def fall(v, k=k):  # at the peak index of the data as measured (or of the replicate alone)
-                    i = peak(*View(allc, Draw(None, None), only=v.only).curve(k))[2]
+                peak_at = {}  # the peak index of the data as measured (or of one replicate alone), by `only`
+
+                def fall(v, k=k, peak_at=peak_at):
+                    if v.only not in peak_at:
+                        peak_at[v.only] = peak(*View(allc, Draw(None, None), only=v.only).curve(k))[2]
                     g = v.curve(k)[1]
-                    return float(g[i] - g[-1])
+                    return float(g[peak_at[v.only]] - g[-1])
                 parts.append(Part(f"{k[3]:,} comparisons, fall from the peak", fall, "lo>0",
                                   extra=lambda v, k=k: peak(*v.curve(k))[1] < NOT_REACHED))
         name = f"gold turns over for the smallest RM ({label[method]})"
