@@ -167,7 +167,7 @@ def test_the_findings_command_reads_scores_files_by_their_keys(tmp_path, capsys)
             df = pd.DataFrame({"prompt_id": np.repeat(np.arange(6), 64), "sample_id": np.tile(np.arange(64), 6),
                                "proxy": proxy.ravel(), "gold": gold.ravel()})
             f = tmp_path / f"{rm}-{data}-{s}.parquet"
-            write_scores(df, str(f), 0.0, {"policy": pol, "rm": rm, "data": data, "seed": s})
+            write_scores((df, 0.0), str(f), {"policy": pol, "rm": rm, "data": data, "seed": s})
             files.append(str(f))
             rows.append({"policy": pol, "rm": rm, "rm_params": c.rm_params, "data": data, "seed": s,
                          "val_loss": c.val_loss[r], "proxy_monotone": True})

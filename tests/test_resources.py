@@ -1,5 +1,7 @@
 """Resources grow with model size and double per attempt (workflow/rules/common.smk, Resources),
-read from Snakemake's own dry-run, so a job killed for memory or time is retried with more.
+read from Snakemake's own dry-run, so a job killed for memory or time is retried with more; a GPU
+job's runtime is its cost model's request (`plan.requested_minutes`, checked against the cost
+model on config/pythia.yaml in test_plan.py).
 (That the aggregation rules run locally under a cluster executor is checked in test_slurm.py.)"""
 
 import re
@@ -22,12 +24,16 @@ def _jobs(out):
     return jobs
 
 
+def _config(smoke_config):
+    """The smoke config with one proxy swapped for a 1B-parameter hf model."""
+    return {**smoke_config, "models": {**smoke_config["models"], "r3": {"hf": "org/rm-1b", "params": 1e9}}}
+
+
 @pytest.fixture(scope="module")
 def dry_runs(tmp_path_factory, smoke_config):
-    """Dry-runs of the smoke config with one proxy swapped for a 1B-parameter hf model."""
+    """Dry-runs of `_config`, attempts 1 and 2."""
     wd = tmp_path_factory.mktemp("resources")
-    cfg = {**smoke_config, "models": {**smoke_config["models"], "r3": {"hf": "org/rm-1b", "params": 1e9}}}
-    write_config(wd, cfg)
+    write_config(wd, _config(smoke_config))
     runs = {}
     for attempt in (1, 2):
         r = snakemake_cmd(wd, "-n", "--attempt", str(attempt))
@@ -43,13 +49,19 @@ def _res(jobs, rule, **wildcards):
     return int(hits[0]["mem_mb"]), int(hits[0]["runtime"]), hits[0].get("gpu")
 
 
-def test_resources_scale_with_model_size(dry_runs):
+def test_resources_scale_with_model_size(dry_runs, smoke_config):
+    from overopt.config import validate
+    from overopt.plan import Costs, requested_minutes
+
+    cfg = validate(_config(smoke_config))
+    asked = lambda rule, **w: requested_minutes(cfg, Costs(cfg).job(rule, **w)[0])  # noqa: E731
     jobs = dry_runs[1]
     tiny = _res(jobs, "train_rm", policy="p", rm="r1", data="64")
     big = _res(jobs, "train_rm", policy="p", rm="r3", data="64")
     assert tiny == (3000, 30, "0")  # the base: a tiny model adds under a megabyte
-    assert big == (3000 + 4000, 60, "1")  # + 4 bytes per parameter; 1 + 1e9/1e9 times the time; a GPU
-    assert _res(jobs, "score_proxy", policy="p", rm="r3", data="64")[:2] == (8000, 120)
+    # + 4 bytes per parameter of host memory; the runtime of its cost (the 10-minute floor here); a GPU
+    assert big == (3000 + 4000, asked("train_rm", rm="r3", data=64), "1") and big[1] == 10
+    assert _res(jobs, "score_proxy", policy="p", rm="r3", data="64")[:2] == (8000, asked("score_proxy", rm="r3"))
     assert _res(jobs, "tokenizer") == (1000, 5, None)
 
 

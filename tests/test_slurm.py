@@ -61,7 +61,8 @@ def slurm_run(tmp_path_factory, smoke_config):
     if why:
         pytest.skip(why)
     wd = tmp_path_factory.mktemp("slurm")
-    write_config(wd, smoke_config)
+    # the pool in shards of 3 of its 4 prompts: the cluster path of a real-scale study
+    write_config(wd, {**smoke_config, "bon": {**smoke_config["bon"], "shard_prompts": 3}})
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     cmd = [
         "timeout", "-s", "INT", "-k", "60", str(TIMEOUT_S),
@@ -93,7 +94,8 @@ def test_slurm_smoke_every_job_a_slurm_job(slurm_run):
     local = set(re.findall(r"^localrule (\w+):", out, re.M))
     assert {"rm_table", "fit_bon", "fig_bon", "findings"} <= local  # aggregation stays off the queue
     remote = {r: n for r, n in stats.items() if r not in local and r != "all"}
-    assert {"tokenizer", "pretrain", "train_rm", "score_proxy", "ppo"} <= set(remote)
+    assert {"tokenizer", "pretrain", "train_rm", "pool_shard", "score_gold_shard", "score_proxy_shard",
+            "merge_scores", "ppo"} <= set(remote)
     completed = Counter(_rule(c) for _, state, c, _, _ in jobs if state == "COMPLETED")
     assert completed == Counter(remote), (completed, remote)
     assert {part for *_, part in jobs} == {PARTITION}  # the command-line partition reached sbatch

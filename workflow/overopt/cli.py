@@ -78,19 +78,30 @@ def cmd_pool(a):
     from .pool import make_pool
 
     make_pool(a.policy, a.out, a.prompts, a.samples, a.prompt_chars, a.completion_tokens, a.batch_size, a.seed, a.threads,
-              a.prompt_file, a.replicate)
+              a.prompt_file, a.replicate, tuple(a.shard) if a.shard else None)
 
 
 def cmd_score_gold(a):
     from .pool import score_gold
 
-    score_gold(a.pool, a.gold, a.out, a.threads)
+    score_gold(a.pool, a.gold, a.out, a.threads, a.raw)
 
 
 def cmd_score_proxy(a):
     from .pool import score_proxy
 
     score_proxy(a.pool, a.gold_scores, a.rm, a.out, a.threads, a.dtype, a.loglik)
+
+
+def cmd_merge_shards(a):
+    from . import pool
+
+    if a.kind == "scores":
+        if a.gold_scores is None:
+            raise SystemExit("merge-shards --kind scores needs --gold-scores")
+        pool.merge_scores(a.shards, a.gold_scores, a.out)
+    else:
+        {"pool": pool.merge_pool, "gold": pool.merge_gold, "table": pool.merge_table}[a.kind](a.shards, a.out)
 
 
 def cmd_loglik_pairs(a):
@@ -293,7 +304,12 @@ def cmd_plan(a):
     from .config import validate
     from .plan import format_plan, plan
 
-    print(format_plan(plan(validate(yaml.safe_load(Path(a.config).read_text())), a.mfu, a.peak_tflops)), end="")
+    cfg = validate(yaml.safe_load(Path(a.config).read_text()))
+    # the command line overrides the config's cluster: settings for one estimate
+    cfg["cluster"].update({k: v for k, v in (("mfu", a.mfu), ("peak_tflops", a.peak_tflops)) if v is not None})
+    p = plan(cfg)
+    print(format_plan(p), end="")
+    return 1 if p["refused"] else 0
 
 
 # ---------------------------------------------------------------------------- the command table
@@ -322,7 +338,9 @@ OPTIONS = {
     "loglik": {"default": None, "help": "the base's log-likelihood table (`overopt loglik-pairs` / `loglik-pool`)"},
     "metrics": _files, "fits": _req, "curves": _files, "runs": _files, "bootstrap": _int, "min-d": _float,
     "dtype": {"choices": ["auto", "float32", "bfloat16"], "default": "auto"},
-    "reference": {"default": None}, "pool-gold": _req, "gold-scores": _req, "checkpoint": _req,
+    "reference": {"default": None}, "pool-gold": _req,
+    "gold-scores": {"default": None, "help": "the pool's gold scores (score-proxy leaves them out for a shard:"
+                                             " merge-shards centres the raw scores and joins them)"}, "checkpoint": _req,
     "settings": {"required": True, "help": "the validated config's PPO settings, as JSON (rl, less the run selectors)"},
     "kl-penalty": _float,
     "updates": {"default": None, "help": "also write the optimiser's diagnostics, one row per step, here"},
@@ -340,8 +358,8 @@ OPTIONS = {
     "results": {"default": "results"}, "rm-params": _float, "data": _int,
     "method": {"choices": ["bon", "rl"], "required": True}, "extrapolate": {"action": "store_true"},
     "path": _req, "column": _req, "heldout": _int, "config": _req,
-    "mfu": {"type": float, "default": 0.4, "help": "model FLOP utilisation assumed"},
-    "peak-tflops": {"type": float, "default": 312.0, "help": "peak TFLOP/s per GPU (A100 bf16: 312)"},
+    "mfu": {"type": float, "default": None, "help": "model FLOP utilisation assumed (default: the config's cluster.mfu)"},
+    "peak-tflops": {"type": float, "default": None, "help": "peak TFLOP/s per GPU (default: the config's cluster.peak_tflops)"},
     **{f"fig{n:02d}": _req for n in (1, 4, 5, 6, 7, 8, 9, 10, 14, 24, 26)},
 }
 
@@ -368,10 +386,17 @@ COMMANDS = {
              ["policy", "out", "prompts", "samples", "prompt-chars", "completion-tokens",
               "batch-size", "prompt-file", "seed",
               ("replicate", {"type": int, "default": 0, "help": "replicate r: seed + r, and the r-th block of file prompts"}),
+              ("shard", {"type": int, "nargs": 2, "metavar": ("LO", "HI"), "default": None,
+                         "help": "only prompts LO..HI-1, each from its own seed (bon.shard_prompts)"}),
               "threads"]),
-    "score-gold": (cmd_score_gold, "score the pool with the gold", ["pool", "gold", "out", "threads"]),
+    "score-gold": (cmd_score_gold, "score the pool with the gold",
+                   ["pool", "gold", "out", "threads",
+                    ("raw", {"action": "store_true", "help": "a shard: raw scores, standardised by merge-shards"})]),
     "score-proxy": (cmd_score_proxy, "score the pool with one proxy RM",
                     ["pool", "gold-scores", "rm", "out", "dtype", "loglik", "threads"]),
+    "merge-shards": (cmd_merge_shards, "merge a pool's shards, or their gold, proxy or log-likelihood scores",
+                     [("kind", {"choices": ["pool", "gold", "scores", "table"], "required": True}),
+                      ("shards", _files), "out", "gold-scores"]),
     "bon-curve": (cmd_bon_curve, "best-of-n gold and proxy against d, from one scores file", [("scores", _req), "out"]),
     "fit-bon": (cmd_fit_bon, "fit d(alpha - beta d) to every best-of-n curve", [("scores", _files), "metrics", "out", "bootstrap"]),
     "fig-bon": (cmd_fig_bon, "Figure 1 (best-of-n)", ["curves", "fits", "out"]),
@@ -404,7 +429,7 @@ COMMANDS = {
                     "out"]),
     "prompts": (cmd_prompts, "read a prompts file, cut and split it into train / held out",
                 ["path", "column", "heldout", "seed", "prompt-chars", "out"]),
-    "plan": (cmd_plan, "job counts per rule and a GPU-hours estimate for a config", ["config", "mfu", "peak-tflops"]),
+    "plan": (cmd_plan, "jobs, GPU-hours, runtime and GPU memory per rule and the critical path of a config (exit 1: a job cannot fit)", ["config", "mfu", "peak-tflops"]),
 }
 
 

@@ -26,8 +26,8 @@ def _key(path) -> str:
 def _fill_defaults(config: dict, schema: dict, root: dict) -> None:
     """Insert schema `default`s for missing optional keys (one level of $ref is enough here)."""
     for name, sub in schema.get("properties", {}).items():
-        if "$ref" in sub:
-            sub = root["$defs"][sub["$ref"].split("/")[-1]]
+        if "$ref" in sub:  # the referenced definition, with the property's own keys (its default) over it
+            sub = {**root["$defs"][sub["$ref"].split("/")[-1]], **{k: v for k, v in sub.items() if k != "$ref"}}
         if name not in config and "default" in sub:
             config[name] = copy.deepcopy(sub["default"])
         if isinstance(config.get(name), dict):

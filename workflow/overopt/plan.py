@@ -1,118 +1,256 @@
-"""`overopt plan`: what a config will run, and roughly how many GPU hours, before running it.
+"""`overopt plan`: what a config will run, what each GPU job costs and asks for, before running it.
 
-Job counts follow the workflow's own grid (`config.cell_seeds`, `config.rl_cells`). The cost is a
-FLOP count turned into time at a stated throughput, not a measurement:
+The job list follows the workflow's own grid (`config.cell_seeds`, `config.rl_cells`, shards of
+`bon.shard_prompts`). Each job's cost is a FLOP count turned into time at a stated throughput, and
+a GPU memory estimate; the workflow's rules request `runtime` and `gpu_mem_mb` from the same
+numbers (`job_cost`, `requested_minutes`), so what `plan` prints is what SLURM is asked for.
 
-- a forward pass costs 2P FLOPs per token, a training step (forward + backward) 6P per token
-  (Kaplan et al. 2020); LoRA is counted as full training, an upper bound;
-- a sampled token costs one forward pass (a KV cache: the prompt is read once, each new token once);
-- prompts are `world.prompt_chars / 4` tokens (about 4 characters per token of English BPE; the
-  tiny world's tokens are characters);
-- the GPU sustains `mfu` of its peak (default 40% of an A100's 312 TFLOP/s in bf16). Sampling is
-  memory-bound and runs well below that, so generation-heavy jobs (pool, comparisons) are the
-  least reliable lines: read the total as a lower bound within a factor of about two.
+- FLOPs: a forward pass costs 2P per token, a training step (forward + backward) 6P per token
+  (Kaplan et al. 2020); LoRA is counted as full training, an upper bound; a sampled token costs one
+  forward pass (a KV cache). Prompts are `world.prompt_chars / 4` tokens (about 4 characters per
+  token of English BPE; the tiny world's tokens are characters).
+- Time: the GPU sustains `cluster.mfu` of `cluster.peak_tflops`. Sampling is memory-bound and runs
+  below that, so generation-heavy jobs (pool, pairs) are the least reliable lines; the requested
+  runtime is the estimate times `cluster.safety`.
+- GPU memory: weights (4 bytes per parameter; 1 or 0.5 for a frozen model quantized to 8 or 4
+  bits), Adam's state and gradients for trained weights (12 more bytes per parameter), training
+  activations of 34 bytes per token per unit of width x layers (Korthikanti et al. 2022, bf16,
+  no recomputation), a KV cache of 4 bytes per token per unit of width x layers when sampling, and
+  float32 logits over a 50,304-token vocabulary where log-probabilities are taken. Width x layers
+  is sqrt(2P) (the shape of a 24-layer model, P = 12 layers x width^2), an overestimate for
+  shallower models.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 from .config import cell_seeds, model_params, rl_cells, rl_runs, rl_seeds
 
 CHARS_PER_TOKEN = 4
 UNKNOWN_PARAMS = 1_000_000_000  # a hub id with no `params:` and no local config.json
+VOCAB = 50_304  # GPT-NeoX / Pythia; logits are the largest activation of a log-prob pass
+GOLD_BATCH = 64  # gold.HFGold's batch
+SCORE_BATCH = 512  # rm.rewards_by_prompt's
+LOGLIK_BATCH = 256  # loglik.BATCH_SIZE
+GIB = 2**30
 
 
 def _params(spec: dict) -> int:
     return model_params(spec) or UNKNOWN_PARAMS
 
 
-def _gold_params(cfg: dict) -> int:
-    gold = cfg["gold"]
-    if "tiny" in gold:
-        # an n-gram gold (or one without a fluency term) is a table lookup: no FLOPs to speak of
-        ref = gold["tiny"].get("reference")
-        return _params(cfg["models"][ref]) if ref else 0
-    return _params(gold)
+@dataclass
+class Job:
+    rule: str
+    key: tuple  # the rule's wildcards, in the rule's order
+    flops: float = 0.0
+    gpu_bytes: float = 0.0  # 0 for a job that runs on CPU
+    deps: list = field(default_factory=list)  # (rule, key) of the jobs it waits on
 
 
-def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
-    """Job counts per rule and FLOPs per rule for a validated config."""
-    models, seeds_of = cfg["models"], cell_seeds(cfg)
-    cells, rl = list(seeds_of), rl_cells(cfg)
+class Costs:
+    """Per-job FLOPs and GPU memory of a validated config: one source for `plan` and the rules."""
+
+    def __init__(self, cfg: dict):
+        self.cfg, self.models = cfg, cfg["models"]
+        self.P = {m: _params(s) for m, s in self.models.items()}
+        gold = cfg["gold"]
+        if "tiny" in gold:
+            ref = gold["tiny"].get("reference")
+            self.Pg = self.P[ref] if ref else 0  # an n-gram gold is a table lookup
+        else:
+            self.Pg = _params(gold)
+        policies = cfg["policies"]
+        self.cpt = 1 if all("tiny" in self.models[p] for p in policies) else CHARS_PER_TOKEN
+        self.prompt_tokens = cfg["world"]["prompt_chars"] / self.cpt
+        self.seq = self.prompt_tokens + cfg["world"]["completion_tokens"]
+        c = cfg["cluster"]
+        self.rate = c["mfu"] * c["peak_tflops"] * 1e12
+
+    # ---- which jobs hold a GPU, and what a model costs in memory
+    def on_gpu(self, *models: str) -> bool:
+        return any("tiny" not in self.models[m] for m in models if m != "gold") or (
+            "gold" in models and "hf" in self.cfg["gold"])
+
+    def _hl(self, m: str) -> float:
+        return math.sqrt(2 * (self.Pg if m == "gold" else self.P[m]))
+
+    def _weights(self, m: str, frozen: bool) -> float:
+        spec = self.cfg["gold"] if m == "gold" else self.models[m]
+        n = self.Pg if m == "gold" else self.P[m]
+        q = spec.get("quantize", "none") if frozen else "none"
+        return n * {"none": 4, "8bit": 1, "4bit": 0.5}[q]
+
+    def _trained(self, m: str, tokens: float) -> float:
+        """Weights, gradients and Adam's state (the base frozen under LoRA), and activations."""
+        full = not self.models[m].get("lora")
+        return self.P[m] * (16 if full else 4) + 34 * tokens * self._hl(m) + 3 * 4 * tokens * VOCAB
+
+    def _kv(self, m: str, batch: float) -> float:
+        return 4 * batch * self.seq * self._hl(m)
+
+    def _logits(self, batch: float) -> float:
+        return 4 * batch * self.seq * VOCAB
+
+    def pool_prompts(self, shard: int | None) -> int:
+        """Prompts in one pool job: a shard's, or the whole pool's."""
+        P, S = self.cfg["bon"]["prompts"], self.cfg["bon"].get("shard_prompts")
+        if shard is None or not S:
+            return P
+        return min(S, P - shard * S)
+
+    def pool_tokens(self, prompts: int) -> float:
+        """Tokens a scorer reads over a pool: each prompt once (its keys/values reused), every completion."""
+        return prompts * (self.prompt_tokens + self.cfg["bon"]["samples"] * self.cfg["world"]["completion_tokens"])
+
+    def job(self, rule: str, policy=None, rm=None, data=None, shard=None) -> tuple[float, float]:
+        """(FLOPs, GPU bytes) of one job of `rule` (shard rules: `shard`, the shard's index)."""
+        cfg, P, Pg, seq = self.cfg, self.P, self.Pg, self.seq
+        cmp, bon, tr, rl = cfg["comparisons"], cfg["bon"], cfg["rm_train"], cfg["rl"]
+        pairs = cmp["train_pairs"] + cmp["val_pairs"]
+        reads = 2 if tr.get("base_loglik") else 1
+        base = rule.removesuffix("_shard")
+        n_pool = self.pool_prompts(shard) * bon["samples"]
+        if base == "pairs":
+            return 2 * pairs * seq * 2 * P[policy], self._gpu(policy, mem=self._weights(policy, True)
+                                                              + self._kv(policy, cmp["batch_size"]))
+        if base == "comparisons":
+            return 2 * pairs * seq * 2 * Pg, self._gpu("gold", mem=self._weights("gold", True) + self._kv("gold", GOLD_BATCH))
+        if base == "pool":
+            return n_pool * seq * 2 * P[policy], self._gpu(policy, mem=self._weights(policy, True)
+                                                           + self._kv(policy, bon["batch_size"]))
+        if base == "score_gold":
+            return n_pool * seq * 2 * Pg, self._gpu("gold", mem=self._weights("gold", True) + self._kv("gold", GOLD_BATCH))
+        if base == "loglik_pairs":
+            return 2 * pairs * seq * 2 * P[rm], self._gpu(rm, mem=self._weights(rm, True) + self._logits(LOGLIK_BATCH))
+        if base == "loglik_pool":
+            return self.pool_tokens(self.pool_prompts(shard)) * 2 * P[rm], self._gpu(
+                rm, mem=self._weights(rm, True) + self._logits(LOGLIK_BATCH))
+        if base == "score_proxy":
+            return self.pool_tokens(self.pool_prompts(shard)) * 2 * P[rm], self._gpu(
+                rm, mem=self._weights(rm, True) + self._kv(rm, SCORE_BATCH))
+        if base == "train_rm":
+            flops = tr["epochs"] * 2 * data * seq * 6 * P[rm] + 2 * cmp["val_pairs"] * seq * 2 * P[rm]
+            return flops, self._gpu(rm, mem=self._trained(rm, 2 * tr["batch_size"] * seq)
+                                    + (self._weights(rm, True) if tr.get("base_loglik") else 0))
+        if base == "ppo":
+            steps, batch, epochs = rl["steps"], rl["batch_size"], rl["epochs"]
+            n_eval = steps // rl["eval_every"] + 1
+            ev = rl["eval_prompts"] * rl["eval_samples"]
+            step = batch * seq * (2 * P[policy] * 3 + reads * 2 * P[rm] + epochs * 6 * P[policy])
+            evals = n_eval * ev * seq * (2 * P[policy] * 3 + reads * 2 * P[rm] + 2 * Pg)
+            ref = 0 if self.models[policy].get("lora") else self._weights(policy, True)
+            mem = (self._trained(policy, rl["minibatch_size"] * seq) + ref + self._kv(policy, max(batch, ev))
+                   + self._weights(rm, True) * reads + self._weights("gold", True))
+            return steps * step + evals, self._gpu(policy, rm, "gold", mem=mem)
+        return 0.0, 0.0  # merges, tables, fits and figures: no model
+
+    def _gpu(self, *models: str, mem: float) -> float:
+        return mem if self.on_gpu(*models) else 0.0
+
+    def hours(self, flops: float) -> float:
+        return flops / self.rate / 3600
+
+
+def requested_minutes(cfg: dict, flops: float, attempt: int = 1) -> int:
+    """A GPU job's runtime request: its estimate x `cluster.safety`, at least 10 minutes, doubled
+    per attempt, never above the site's `cluster.max_runtime_h`."""
+    c = cfg["cluster"]
+    est = flops / (c["mfu"] * c["peak_tflops"] * 1e12) / 60
+    return int(min(max(10.0, est * c["safety"]) * 2 ** (attempt - 1), c["max_runtime_h"] * 60))
+
+
+def jobs_of(cfg: dict) -> list[Job]:
+    """Every job of the study with its cost and the jobs it waits on, as the rules wire them."""
+    costs, models = Costs(cfg), cfg["models"]
+    seeds_of, rl = cell_seeds(cfg), rl_cells(cfg)
     bon = "bon" in cfg["methods"]
+    S = cfg["bon"].get("shard_prompts")
+    shards = list(range(math.ceil(cfg["bon"]["prompts"] / S))) if S else [None]
+    rep = lambda key, s: f".r{s}" if cfg["replicates"][key] else ""
+    cells = list(seeds_of)
     policies = sorted({p for p, _, _ in cells})
     used = set(policies) | {r for _, r, _ in cells}
     tiny = {m for m in used if "tiny" in models[m]}
-    if cfg["gold"].get("tiny", {}).get("reference"):
-        tiny.add(cfg["gold"]["tiny"]["reference"])
-    P = {m: _params(models[m]) for m in models}
-    Pg = _gold_params(cfg)
-    # the tiny world's tokens are characters; hf tokenizers average about CHARS_PER_TOKEN
-    cpt = 1 if all("tiny" in models[p] for p in policies) else CHARS_PER_TOKEN
-    prompt_tokens = cfg["world"]["prompt_chars"] / cpt
-    seq = prompt_tokens + cfg["world"]["completion_tokens"]
+    gold_ref = cfg["gold"].get("tiny", {}).get("reference")
+    if gold_ref:
+        tiny.add(gold_ref)
+    jobs: list[Job] = []
 
-    jobs, flops = Counter(), Counter()
-    jobs["model_spec"] = len(used - tiny)
+    def add(rule, key, deps=(), **w):
+        flops, mem = costs.job(rule, **w)
+        jobs.append(Job(rule, key, flops, mem, list(deps)))
+        return (rule, key)
+
+    def base(m):
+        return ("pretrain", (m,)) if m in tiny else ("model_spec", (m,))
+
+    for m in sorted(used - tiny):
+        add("model_spec", (m,))
     if tiny:
-        jobs["tokenizer"], jobs["pretrain"] = 1, len(tiny)
-    if cfg["world"].get("prompts"):
-        jobs["prompts"] = 1
-    jobs["gold"] = 1
-    cmp = cfg["comparisons"]
-    pairs = cmp["train_pairs"] + cmp["val_pairs"]
-    # replicates that redraw the comparisons or the pool have their own files (replicate = seed)
-    rep = lambda key, s: s if cfg["replicates"][key] else 0
+        add("tokenizer", ())
+        for m in sorted(tiny):
+            add("pretrain", (m,), [("tokenizer", ())])
+    prompts = [add("prompts", ())] if cfg["world"].get("prompts") else []
+    gold = add("gold", (), [base(gold_ref)] if gold_ref else [])
     scored = {c: (seeds if bon else rl_seeds(cfg, seeds) if c in rl else []) for c, seeds in seeds_of.items()}
-    cmp_sets = {(p, rep("comparisons", s)) for (p, r, d), seeds in seeds_of.items() for s in seeds}
+    cmp_sets = sorted({(p, rep("comparisons", s)) for (p, r, d), seeds in seeds_of.items() for s in seeds})
     pool_sets = {(p, rep("pool", s)) for (p, r, d), seeds in scored.items() for s in seeds}
     pool_sets |= {(p, rep("pool", s)) for p, r, d, _ in rl_runs(cfg) for s in rl_seeds(cfg, seeds_of[(p, r, d)])}
-    for p, _ in sorted(cmp_sets):
-        jobs["pairs"] += 1
-        jobs["comparisons"] += 1
-        flops["pairs"] += 2 * pairs * seq * 2 * P[p]  # two samples per prompt
-        flops["comparisons"] += 2 * pairs * seq * 2 * Pg  # the gold scores both
-    pool_samples = cfg["bon"]["prompts"] * cfg["bon"]["samples"]
-    for p, _ in sorted(pool_sets):
-        jobs["pool"] += 1
-        jobs["score_gold"] += 1
-        flops["pool"] += pool_samples * seq * 2 * P[p]
-        flops["score_gold"] += pool_samples * seq * 2 * Pg
+    for p, rp in cmp_sets:
+        pairs = add("pairs", (p, rp), [base(p), *prompts], policy=p)
+        add("comparisons", (p, rp), [pairs, gold], policy=p)
+
+    def sharded(rule, key, deps_of, merge=True, **w):
+        """One job per shard and a merge (or the one whole job): the (rule, key) downstream reads.
+        `merge=False`: the shards only (a merged pool is made only where PPO reads it)."""
+        if shards == [None]:
+            return add(rule, key, deps_of(None), **w)
+        parts = [add(f"{rule}_shard", (*key, k), deps_of(k), shard=k, **w) for k in shards]
+        return add(MERGE[rule], key, parts) if merge else None
+
+    rl_pools = {(p, rep("pool", s)) for p, r, d, _ in rl_runs(cfg) for s in rl_seeds(cfg, seeds_of[(p, r, d)])}
+    pool_job, gold_job = {}, {}
+    for p, rp in sorted(pool_sets):
+        pool_part = lambda k, p=p, rp=rp: ("pool_shard", (p, rp, k)) if k is not None else ("pool", (p, rp))
+        pool_job[(p, rp)] = sharded("pool", (p, rp), lambda k, p=p: [base(p), *prompts], (p, rp) in rl_pools, policy=p)
+        gold_job[(p, rp)] = sharded("score_gold", (p, rp), lambda k, pp=pool_part: [pp(k), gold])
     tr = cfg["rm_train"]
-    # the base-likelihood readout: one forward pass of each proxy base over its policy's pairs and
-    # pool (`loglik` tables, shared by every data size), and one more per text PPO scores
-    reads = 2 if tr.get("base_loglik") else 1
-    pool_tokens = cfg["bon"]["prompts"] * prompt_tokens + pool_samples * cfg["world"]["completion_tokens"]
+    loglik_pool = {}
     if tr.get("base_loglik"):
-        for p, r, _ in {(p, r, rep("comparisons", s)) for (p, r, d), seeds in seeds_of.items() for s in seeds}:
-            jobs["loglik_pairs"] += 1
-            flops["loglik_pairs"] += 2 * pairs * seq * 2 * P[r]
-        for p, r, _ in {(p, r, rep("pool", s)) for (p, r, d), seeds in scored.items() for s in seeds}:
-            jobs["loglik_pool"] += 1
-            flops["loglik_pool"] += pool_tokens * 2 * P[r]
+        for p, r, rp in sorted({(p, r, rep("comparisons", s)) for (p, r, d), seeds in seeds_of.items() for s in seeds}):
+            add("loglik_pairs", (p, r, rp), [base(r), ("pairs", (p, rp))], rm=r)
+        for p, r, rp in sorted({(p, r, rep("pool", s)) for (p, r, d), seeds in scored.items() for s in seeds}):
+            pool_part = lambda k, p=p, rp=rp: ("pool_shard", (p, rp, k)) if k is not None else ("pool", (p, rp))
+            loglik_pool[(p, r, rp)] = sharded("loglik_pool", (p, r, rp), lambda k, pp=pool_part, r=r: [base(r), pp(k)], rm=r)
+    rm_job, score_job = {}, {}
     for (p, r, d), seeds in seeds_of.items():
-        # a pool is scored by every proxy for best-of-n, else by those PPO runs use (their offset)
         for s in seeds:
-            jobs["train_rm"] += 1
-            flops["train_rm"] += tr["epochs"] * 2 * d * seq * 6 * P[r] + 2 * cmp["val_pairs"] * seq * 2 * P[r]
+            cp, pp_ = rep("comparisons", s), rep("pool", s)
+            deps = [base(r), ("comparisons", (p, cp))] + ([("loglik_pairs", (p, r, cp))] if tr.get("base_loglik") else [])
+            rm_job[(p, r, d, s)] = add("train_rm", (p, r, d, s), deps, rm=r, data=d)
             if s in scored[(p, r, d)]:
-                jobs["score_proxy"] += 1
-                # each pool prompt is read once, its keys/values reused for its N completions
-                flops["score_proxy"] += pool_tokens * 2 * P[r]
-            if bon:
-                jobs["bon_curve"] += 1
-    r_cfg = cfg["rl"]
-    steps, batch, epochs = r_cfg["steps"], r_cfg["batch_size"], r_cfg["epochs"]
-    n_eval = steps // r_cfg["eval_every"] + 1
-    ev = r_cfg["eval_prompts"] * r_cfg["eval_samples"]
-    for p, r, d, _ in rl_runs(cfg):
-        for _ in rl_seeds(cfg, seeds_of[(p, r, d)]):
-            jobs["ppo"] += 1
-            # rollout: sample, log-probs under policy and pi_init, proxy score; then training epochs
-            step = batch * seq * (2 * P[p] * 3 + reads * 2 * P[r] + epochs * 6 * P[p])
-            evals = n_eval * ev * seq * (2 * P[p] * 3 + reads * 2 * P[r] + 2 * Pg)
-            flops["ppo"] += steps * step + evals
+                def score_deps(k, p=p, r=r, d=d, s=s, pp_=pp_):
+                    part = ("pool_shard", (p, pp_, k)) if k is not None else ("pool", (p, pp_))
+                    ll = [] if not tr.get("base_loglik") else [
+                        ("loglik_pool_shard", (p, r, pp_, k)) if k is not None else ("loglik_pool", (p, r, pp_))]
+                    # whole-pool scoring joins the gold itself; sharded, the merge does
+                    return [part, rm_job[(p, r, d, s)], *ll] + ([gold_job[(p, pp_)]] if k is None else [])
+                key = (p, r, d, s)
+                score_job[key] = sharded("score_proxy", key, score_deps, rm=r)
+                if shards != [None]:
+                    jobs[-1].deps.append(gold_job[(p, pp_)])
+                if bon:
+                    add("bon_curve", key, [score_job[key]])
+    for p, r, d, kl in rl_runs(cfg):
+        for s in rl_seeds(cfg, seeds_of[(p, r, d)]):
+            pp_ = rep("pool", s)
+            add("ppo", (p, r, d, kl, s), [base(p), rm_job[(p, r, d, s)], gold, pool_job[(p, pp_)], gold_job[(p, pp_)],
+                                          score_job[(p, r, d, s)], *prompts], policy=p, rm=r, data=d)
+    everything = [(j.rule, j.key) for j in jobs]
     aggregate = ["rm_table"] + (["fit_bon", "fig_bon"] if bon else []) + (["fit_rl", "fig_rl"] if rl else [])
     if len(cfg["reward_models"]) > 1:
         aggregate.append("scaling")
@@ -121,17 +259,76 @@ def plan(cfg: dict, mfu: float = 0.4, peak_tflops: float = 312.0) -> dict:
     if len(cfg["reward_models"]) > 2:
         aggregate.append("forecast")
     for rule in aggregate:
-        jobs[rule] = 1
-    rate = mfu * peak_tflops * 1e12
-    gpu_hours = {k: v / rate / 3600 for k, v in flops.items()}
-    sizes = {m: P[m] for m in sorted(used, key=lambda m: (P[m], m))}
+        add(rule, (), everything)
+    return jobs
+
+
+MERGE = {"pool": "merge_pool", "score_gold": "merge_gold", "loglik_pool": "merge_loglik_pool", "score_proxy": "merge_scores"}
+
+
+def critical_path(jobs: list[Job], hours) -> tuple[float, list[Job]]:
+    """The longest chain of jobs by estimated hours (every job on its own GPU at once)."""
+    by_id = {(j.rule, j.key): j for j in jobs}
+    best: dict = {}
+
+    def finish(jid):
+        if jid not in best:
+            j = by_id[jid]
+            prev = max((finish(d) for d in j.deps), key=lambda x: x[0], default=(0.0, []))
+            best[jid] = (prev[0] + hours(j), prev[1] + [j])
+        return best[jid]
+
+    import sys
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10 * len(jobs) + 100))
+    return max((finish(jid) for jid in by_id), key=lambda x: x[0])
+
+
+def plan(cfg: dict) -> dict:
+    """Job counts, FLOPs, GPU-hours, runtime and GPU memory per rule, the critical path, and every
+    job that cannot fit the GPU or the runtime cap (`refused`)."""
+    costs, c = Costs(cfg), cfg["cluster"]
+    jobs = jobs_of(cfg)
+    count, flops = Counter(), Counter()
+    longest, memory = defaultdict(float), defaultdict(float)
+    refused = []
+    for j in jobs:
+        count[j.rule] += 1
+        if j.flops:
+            flops[j.rule] += j.flops
+        on_gpu = j.gpu_bytes > 0
+        if on_gpu:
+            h = costs.hours(j.flops)
+            longest[j.rule] = max(longest[j.rule], h)
+            memory[j.rule] = max(memory[j.rule], j.gpu_bytes)
+            name = job_name(j)
+            if j.gpu_bytes > c["gpu_memory_gb"] * GIB:
+                refused.append(f"{name}: needs about {j.gpu_bytes / GIB:.0f} GB of GPU memory, the GPU has "
+                               f"{c['gpu_memory_gb']:g} GB (cluster.gpu_memory_gb)")
+            if h * c["safety"] > c["max_runtime_h"]:
+                refused.append(f"{name}: {h:.1f} GPU-hours x safety {c['safety']:g} exceed the longest runtime, "
+                               f"{c['max_runtime_h']:g} h (cluster.max_runtime_h): set or lower bon.shard_prompts")
+    gpu_hours = {k: costs.hours(v) for k, v in flops.items()}
+    path_h, path = critical_path(jobs, lambda j: costs.hours(j.flops) if j.gpu_bytes > 0 else 0.0)
+    used = sorted({m for j in jobs if j.rule in ("pairs", "pool", "pool_shard", "train_rm") for m in (j.key[:2])
+                   if m in cfg["models"]}, key=lambda m: (costs.P[m], m))
     gold = cfg["gold"]
-    return {"jobs": dict(jobs), "flops": dict(flops), "gpu_hours": gpu_hours, "mfu": mfu, "peak_tflops": peak_tflops,
-            "seq_tokens": seq, "prompt_tokens": prompt_tokens, "chars_per_token": cpt,
-            "completion_tokens": cfg["world"]["completion_tokens"], "params": sizes, "gold_params": Pg,
+    return {"jobs": dict(count), "flops": dict(flops), "gpu_hours": gpu_hours, "longest_h": dict(longest),
+            "runtime_min": {r: requested_minutes(cfg, h * costs.rate * 3600) for r, h in longest.items()},
+            "gpu_gb": {r: m / GIB for r, m in memory.items()},
+            "critical_h": path_h, "critical_path": [job_name(j) for j in path if j.gpu_bytes > 0],
+            "refused": refused, "cluster": dict(c),
+            "seq_tokens": costs.seq, "prompt_tokens": costs.prompt_tokens, "chars_per_token": costs.cpt,
+            "completion_tokens": cfg["world"]["completion_tokens"], "params": {m: costs.P[m] for m in used},
+            "gold_params": costs.Pg,
             "gold_quantize": gold.get("quantize", "none") if "hf" in gold else "tiny",
-            "lora": sorted(m for m in used if models[m].get("lora")),
-            "unknown_params": sorted(m for m in used if model_params(models[m]) is None)}
+            "lora": sorted(m for m in used if cfg["models"][m].get("lora")),
+            "unknown_params": sorted(m for m in used if model_params(cfg["models"][m]) is None)}
+
+
+def job_name(j: Job) -> str:
+    """The job as Snakemake's wildcards name it (a shared replicate's empty `rep` left out)."""
+    return f"{j.rule}({', '.join(str(k) for k in j.key if k != '')})"
 
 
 def _n(x: float) -> str:
@@ -142,16 +339,25 @@ def _n(x: float) -> str:
 
 
 def format_plan(p: dict) -> str:
-    lines = [f"{'rule':<14}{'jobs':>7}{'PFLOP':>12}{'GPU-hours':>12}"]
+    c = p["cluster"]
+    lines = [f"{'rule':<18}{'jobs':>6}{'PFLOP':>11}{'GPU-hours':>11}{'longest job':>13}{'runtime asked':>15}{'GPU memory':>12}"]
     for rule, n in p["jobs"].items():
         f = p["flops"].get(rule)
-        lines.append(f"{rule:<14}{n:>7}" + (f"{f / 1e15:>12,.1f}{p['gpu_hours'][rule]:>12,.1f}" if f else ""))
+        line = f"{rule:<18}{n:>6}"
+        if f:
+            line += f"{f / 1e15:>11,.1f}{p['gpu_hours'][rule]:>11,.1f}"
+        if rule in p["longest_h"]:
+            line += f"{p['longest_h'][rule]:>11,.2f} h{p['runtime_min'][rule]:>11,} min{p['gpu_gb'][rule]:>9,.1f} GB"
+        lines.append(line.rstrip())
     total_h = sum(p["gpu_hours"].values())
-    lines.append(f"{'total':<14}{sum(p['jobs'].values()):>7}{sum(p['flops'].values()) / 1e15:>12,.1f}{total_h:>12,.1f}")
+    lines.append(f"{'total':<18}{sum(p['jobs'].values()):>6}{sum(p['flops'].values()) / 1e15:>11,.1f}{total_h:>11,.1f}")
+    lines.append(f"critical path: {p['critical_h']:,.1f} GPU-hours ({p['critical_h'] / total_h:.0%} of the total),"
+                 f" {' -> '.join(p['critical_path'])}" if total_h else "critical path: no GPU job")
     lines += [
         "assumptions:",
-        f"  GPU: {p['mfu']:.0%} model FLOP utilisation of {p['peak_tflops']:g} TFLOP/s peak (A100 bf16: 312)"
-        f" = {p['mfu'] * p['peak_tflops']:.4g} TFLOP/s sustained per GPU",
+        f"  GPU: {c['mfu']:.0%} model FLOP utilisation of {c['peak_tflops']:g} TFLOP/s peak"
+        f" = {c['mfu'] * c['peak_tflops']:.4g} TFLOP/s sustained, {c['gpu_memory_gb']:g} GB per GPU (cluster:)",
+        f"  runtime asked: the longest job's estimate x {c['safety']:g}, at least 10 min, at most {c['max_runtime_h']:g} h",
         "  FLOPs per token: 6P training (forward + backward), 2P forward (sampling, scoring, log-probs);"
         " LoRA counted as full training (an upper bound)",
         f"  tokens per text: {p['prompt_tokens']:.0f} prompt ({p['chars_per_token']} character{'s' if p['chars_per_token'] > 1 else ''} per token)"
@@ -163,4 +369,6 @@ def format_plan(p: dict) -> str:
     ]
     if p["unknown_params"]:
         lines.append(f"no parameter count for {', '.join(p['unknown_params'])}: assumed {UNKNOWN_PARAMS:,} (set params:)")
+    for r in p["refused"]:
+        lines.append(f"refused: {r}")
     return "\n".join(lines) + "\n"

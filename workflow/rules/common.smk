@@ -2,6 +2,7 @@
 from overopt.config import (ConfigError, canonical, cell_seeds, grid_cells, model_params, ppo_settings, rl_cells, rl_seeds,
                             validate)
 from overopt.config import rl_runs as rl_run_cells
+from overopt.plan import Costs, requested_minutes
 
 try:
     CFG = validate(config)
@@ -30,6 +31,7 @@ wildcard_constraints:
     seed=r"\d+",
     kl=r"[0-9]+(\.[0-9]+)?(e-?[0-9]+)?",
     rep=r"(\.r\d+)?",  # "" where every replicate shares a file, ".r{seed}" where each draws its own
+    shard=r"\d+",
 
 
 def is_tiny(name):
@@ -64,6 +66,26 @@ def pool_rep(seed):
 def rep_index(rep):
     """The replicate a `rep` wildcard names (0: the shared file)."""
     return int(rep[2:]) if rep else 0
+
+
+SHARD = CFG["bon"]["shard_prompts"]  # prompts per shard of a pool; None: one job per pool (pool.smk)
+N_SHARDS = -(-CFG["bon"]["prompts"] // SHARD) if SHARD else 0
+
+
+def shard_range(shard):
+    """Prompts lo..hi-1 of shard `shard` of a pool."""
+    lo = int(shard) * SHARD
+    return lo, min(lo + SHARD, CFG["bon"]["prompts"])
+
+
+def shard_files(prefix, suffix):
+    """Every shard's file of a pool (or of its scores): `prefix`/shard{k}`suffix`."""
+    return [f"{prefix}/shard{k}{suffix}" for k in range(N_SHARDS)]
+
+
+def shard_parts():
+    """What follows a pool job's name in its benchmark file: nothing, or each shard's `/shard{k}`."""
+    return [f"/shard{k}" for k in range(N_SHARDS)] if SHARD else [""]
 
 
 def prompt_input():
@@ -121,6 +143,17 @@ def loglik_input(wildcards, texts):
 def gpus(*names):
     """Jobs on real-scale models ask for one GPU; the tiny world runs on CPU."""
     return 0 if all(is_tiny(n) for n in names) else 1
+
+
+def job_threads(*roles):
+    """A GPU job's threads are the CPUs it reserves per GPU (`cluster.gpu_threads`: tokenising,
+    data), and it uses them (`--threads`); a tiny job takes one."""
+
+    def threads(wildcards):
+        on_gpu = any("hf" in CFG["gold"] if r == "gold" else not is_tiny(getattr(wildcards, r)) for r in roles)
+        return CFG["cluster"]["gpu_threads"] if on_gpu else 1
+
+    return threads
 
 
 def rm_dirs():
@@ -199,13 +232,15 @@ def benchmark_pairs():
     used = set(policies) | {r for _, r, _ in cells} | ({GOLD_REF} if GOLD_REF else set())
     out = [("pretrain", f"{b}/pretrain/{m}.tsv") for m in sorted(used) if is_tiny(m)]
     out += [(g, f"{b}/{g}/{p}{rep}.tsv") for p, rep in comparison_files() for g in ("pairs", "comparisons")]
-    out += [(g, f"{b}/{g}/{p}{rep}.tsv") for p, rep in pool_files_of() for g in ("pool", "score_gold")]
+    out += [(g, f"{b}/{g}/{p}{rep}{part}.tsv") for p, rep in pool_files_of() for g in ("pool", "score_gold")
+            for part in shard_parts()]
     if CFG["rm_train"]["base_loglik"]:
         out += [("loglik_pairs", f"{b}/loglik_pairs/{p}/{r}{rep}.tsv") for p, r, rep in replicate_files(cells, cmp_rep)]
-        out += [("loglik_pool", f"{b}/loglik_pool/{p}/{r}{rep}.tsv")
-                for p, r, rep in replicate_files(scored_cells(), pool_rep)]
+        out += [("loglik_pool", f"{b}/loglik_pool/{p}/{r}{rep}{part}.tsv")
+                for p, r, rep in replicate_files(scored_cells(), pool_rep) for part in shard_parts()]
     out += [("rm", f) for f in grid(f"{b}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv")]
-    out += [("scores", d.replace(f"{OUT}/rm/", f"{b}/scores/") + ".tsv") for d in scored_rm_dirs()]
+    out += [("scores", d.replace(f"{OUT}/rm/", f"{b}/scores/") + part + ".tsv") for d in scored_rm_dirs()
+            for part in shard_parts()]
     out += [("rl", r.replace(f"{OUT}/rl/", f"{b}/rl/").replace(".csv", ".tsv")) for r in rl_runs()]
     return out
 
@@ -255,11 +290,28 @@ def all_targets():
 
 
 # Resources
-# Every job asks for memory (mem_mb, MB of host RAM) and wall time (runtime, minutes) that grow
-# with the parameters of the models it loads, and double with each retry (`attempt`): a job that
-# the scheduler kills for memory or time (OUT_OF_MEMORY, TIMEOUT) is resubmitted with twice as
-# much, up to `retries` times (profiles/slurm sets 2). `gpu` stays per rule: 1 when a model is an
-# `hf:` model, 0 in the tiny world. A site overrides any of these per rule with `--set-resources`.
+# Every job asks for memory (mem_mb, MB of host RAM) that grows with the parameters of the models
+# it loads, and for wall time (runtime, minutes): a GPU job the estimate `overopt plan` prints
+# (workflow/overopt/plan.py: its FLOPs at `cluster:` throughput x `cluster.safety`, at most
+# `cluster.max_runtime_h`), a CPU job a base that grows with its models. Both double with each
+# retry (`attempt`): a job that the scheduler kills for memory or time (OUT_OF_MEMORY, TIMEOUT) is
+# resubmitted with twice as much, up to `retries` times (profiles/slurm sets 2). A GPU job also
+# states its estimated GPU memory (gpu_mem_mb; `overopt plan` refuses a study where one exceeds
+# `cluster.gpu_memory_gb`). `gpu` is 1 when a model is an `hf:` model, 0 in the tiny world. A site
+# overrides any of these per rule with `--set-resources`.
+COSTS = Costs(CFG)
+
+
+def _cost(rule, wildcards):
+    """(FLOPs, GPU bytes) of the job of `rule` with these wildcards (plan.Costs)."""
+    w = {k: getattr(wildcards, k, None) for k in ("policy", "rm", "data", "shard")}
+    return COSTS.job(rule, policy=w["policy"], rm=w["rm"], data=int(w["data"]) if w["data"] else None,
+                     shard=int(w["shard"]) if w["shard"] else None)
+
+
+def gpu_mem(rule):
+    """gpu_mem_mb: the job's estimated GPU memory, 0 on CPU."""
+    return lambda wildcards: int(_cost(rule, wildcards)[1] / 1e6)
 
 BYTES_PER_PARAM = 4  # fp32 weights, or bf16 weights with a copy's slack while loading
 UNKNOWN_PARAMS = 1_000_000_000  # an hf hub id with no local config.json and no `params:`: assume 1B
@@ -291,12 +343,16 @@ def mem(*roles, base):
     return mem_mb
 
 
-def runtime(*roles, base):
-    """runtime (minutes): `base` (ample for the tiny world) times 1 + billions of parameters in
-    `roles` (time per token grows with model size), doubled per attempt. Work per job (pool size,
-    PPO steps) is not modelled: a large config sets its runtimes with --set-resources."""
+def runtime(*roles, base, rule=None):
+    """runtime (minutes): a GPU job of `rule`, its cost model's request (`plan.requested_minutes`);
+    otherwise `base` (ample for the tiny world) times 1 + billions of parameters in `roles`. Doubled
+    per attempt."""
 
     def minutes(wildcards, attempt):
+        if rule is not None:
+            flops, gpu_bytes = _cost(rule, wildcards)
+            if gpu_bytes:
+                return requested_minutes(CFG, flops, attempt)
         return int(base * (1 + job_params(wildcards, roles) / 1e9) * 2 ** (attempt - 1))
 
     return minutes

@@ -26,11 +26,12 @@ rule ppo:
         f"{OUT}/logs/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.log",
     benchmark:
         f"{OUT}/benchmarks/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.tsv"
-    threads: 1
+    threads: job_threads("policy", "rm", "gold")
     priority: 2
     resources:
         mem_mb=mem("policy", "policy", "rm", "gold", base=4000),
-        runtime=runtime("policy", base=120),
+        runtime=runtime("policy", base=120, rule="ppo"),
+        gpu_mem_mb=gpu_mem("ppo"),
         gpu=lambda w: gpus(w.policy, w.rm),
     conda:
         CONDA_ENV

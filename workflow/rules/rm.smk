@@ -13,11 +13,12 @@ rule loglik_pairs:
         f"{OUT}/logs/loglik/{{policy}}/{{rm}}{{rep}}.pairs.log",
     benchmark:
         f"{OUT}/benchmarks/loglik_pairs/{{policy}}/{{rm}}{{rep}}.tsv"
-    threads: 1
+    threads: job_threads("rm")
     priority: 4
     resources:
         mem_mb=mem("rm", base=3000),
-        runtime=runtime("rm", base=30),
+        runtime=runtime("rm", base=30, rule="loglik_pairs"),
+        gpu_mem_mb=gpu_mem("loglik_pairs"),
         gpu=lambda w: gpus(w.rm),
     conda:
         CONDA_ENV
@@ -43,11 +44,12 @@ rule train_rm:
         f"{OUT}/logs/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.log",
     benchmark:
         f"{OUT}/benchmarks/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv"
-    threads: 1
+    threads: job_threads("rm")
     priority: rl_chain_priority
     resources:
         mem_mb=mem("rm", base=3000),
-        runtime=runtime("rm", base=30),
+        runtime=runtime("rm", base=30, rule="train_rm"),
+        gpu_mem_mb=gpu_mem("train_rm"),
         gpu=lambda w: gpus(w.rm),
     conda:
         CONDA_ENV

@@ -94,11 +94,12 @@ rule pairs:
         f"{OUT}/logs/comparisons/{{policy}}{{rep}}.pairs.log",
     benchmark:
         f"{OUT}/benchmarks/pairs/{{policy}}{{rep}}.tsv"
-    threads: 1
+    threads: job_threads("policy")
     priority: 4  # every proxy waits on its policy's comparisons; pool scoring only on the pool
     resources:
         mem_mb=mem("policy", base=4000),
-        runtime=runtime("policy", base=30),
+        runtime=runtime("policy", base=30, rule="pairs"),
+        gpu_mem_mb=gpu_mem("pairs"),
         gpu=lambda w: gpus(w.policy),
     conda:
         CONDA_ENV
@@ -122,11 +123,12 @@ rule comparisons:
         f"{OUT}/logs/comparisons/{{policy}}{{rep}}.log",
     benchmark:
         f"{OUT}/benchmarks/comparisons/{{policy}}{{rep}}.tsv"
-    threads: 1
+    threads: job_threads("gold")
     priority: 4
     resources:
         mem_mb=mem("gold", base=4000),
-        runtime=runtime("gold", base=30),
+        runtime=runtime("gold", base=30, rule="comparisons"),
+        gpu_mem_mb=gpu_mem("comparisons"),
         gpu=1 if "hf" in CFG["gold"] else 0,
     conda:
         CONDA_ENV
