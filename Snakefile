@@ -17,7 +17,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/world.smk"
 include: "workflow/rules/hf.smk"
 include: "workflow/rules/rm.smk"
-include: "workflow/rules/shards.smk" if SHARD else "workflow/rules/pool.smk"
+include: "workflow/rules/shards.smk" if SHARD else "workflow/rules/pool.smk"  # bon.shard_prompts
 include: "workflow/rules/bon.smk"
 include: "workflow/rules/rl.smk"
 include: "workflow/rules/scaling.smk"

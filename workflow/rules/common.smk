@@ -83,9 +83,9 @@ def shard_files(prefix, suffix):
     return [f"{prefix}/shard{k}{suffix}" for k in range(N_SHARDS)]
 
 
-def shard_parts():
-    """What follows a pool job's name in its benchmark file: nothing, or each shard's `/shard{k}`."""
-    return [f"/shard{k}" for k in range(N_SHARDS)] if SHARD else [""]
+def shard_benchmarks(stem):
+    """The benchmark files of a pool job: `stem`.tsv, or `stem`/shard{k}.tsv of every shard."""
+    return [f"{stem}/shard{k}.tsv" for k in range(N_SHARDS)] if SHARD else [f"{stem}.tsv"]
 
 
 def prompt_input():
@@ -232,15 +232,14 @@ def benchmark_pairs():
     used = set(policies) | {r for _, r, _ in cells} | ({GOLD_REF} if GOLD_REF else set())
     out = [("pretrain", f"{b}/pretrain/{m}.tsv") for m in sorted(used) if is_tiny(m)]
     out += [(g, f"{b}/{g}/{p}{rep}.tsv") for p, rep in comparison_files() for g in ("pairs", "comparisons")]
-    out += [(g, f"{b}/{g}/{p}{rep}{part}.tsv") for p, rep in pool_files_of() for g in ("pool", "score_gold")
-            for part in shard_parts()]
+    out += [(g, f) for p, rep in pool_files_of() for g in ("pool", "score_gold")
+            for f in shard_benchmarks(f"{b}/{g}/{p}{rep}")]
     if CFG["rm_train"]["base_loglik"]:
         out += [("loglik_pairs", f"{b}/loglik_pairs/{p}/{r}{rep}.tsv") for p, r, rep in replicate_files(cells, cmp_rep)]
-        out += [("loglik_pool", f"{b}/loglik_pool/{p}/{r}{rep}{part}.tsv")
-                for p, r, rep in replicate_files(scored_cells(), pool_rep) for part in shard_parts()]
+        out += [("loglik_pool", f) for p, r, rep in replicate_files(scored_cells(), pool_rep)
+                for f in shard_benchmarks(f"{b}/loglik_pool/{p}/{r}{rep}")]
     out += [("rm", f) for f in grid(f"{b}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.tsv")]
-    out += [("scores", d.replace(f"{OUT}/rm/", f"{b}/scores/") + part + ".tsv") for d in scored_rm_dirs()
-            for part in shard_parts()]
+    out += [("scores", f) for d in scored_rm_dirs() for f in shard_benchmarks(d.replace(f"{OUT}/rm/", f"{b}/scores/"))]
     out += [("rl", r.replace(f"{OUT}/rl/", f"{b}/rl/").replace(".csv", ".tsv")) for r in rl_runs()]
     return out
 
@@ -349,7 +348,7 @@ def runtime(*roles, base, rule=None):
     per attempt."""
 
     def minutes(wildcards, attempt):
-        if rule is not None:
+        if rule:
             flops, gpu_bytes = _cost(rule, wildcards)
             if gpu_bytes:
                 return requested_minutes(CFG, flops, attempt)
