@@ -50,6 +50,12 @@ def llama_rm(tok, width: int = 64, seed: int = 0):
     return model
 
 
+# a chat template of the usual shape: turns between role markers, the assistant's turn opened by
+# the generation prompt
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
 def save(model, tok, out: Path) -> str:
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
@@ -68,6 +74,14 @@ def build(root: Path) -> dict:
         "large": save(neox(tok, 32, layers=2, seed=3), tok, root / "large"),
         "gold": save(llama_rm(gold_tok, seed=4), gold_tok, root / "gold"),
     }
+    # the same gold and policy, their tokenizers carrying a chat template
+    import copy
+
+    for name, t in (("gold", gold_tok), ("policy", tok)):
+        chat = copy.deepcopy(t)
+        chat.chat_template = CHAT_TEMPLATE
+        model = llama_rm(gold_tok, seed=4) if name == "gold" else neox(tok, 32, seed=1)
+        paths[f"{name}_chat"] = save(model, chat, root / f"{name}_chat")
     words = (train + " " + held).split(" ")
     prompts = [" ".join(words[i : i + 6]) for i in range(0, 6 * 120, 6)]
     with open(root / "prompts.jsonl", "w") as f:

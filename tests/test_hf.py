@@ -191,6 +191,65 @@ def test_a_causal_lm_is_refused_as_gold(world):
 
 
 
+def test_a_chat_template_gold_scores_the_conversation_its_template_writes(world, tmp_path):
+    """`template: chat`: the gold reads the prompt as the user's turn and the completion as the
+    assistant's, in its tokenizer's own chat template, and nothing else."""
+    from overopt.gold import HFGold, build_gold, load_gold
+
+    prompts, comps = ["The value of x is", "A list is"], [" 3, not 4", " a mutable sequence"]
+    build_gold({"hf": world["gold_chat"], "template": "chat"}, str(tmp_path / "gold"), None, "", 8, 8, seed=0)
+    gold = load_gold(tmp_path / "gold")
+    written = [f"<|user|>{p}<|end|><|assistant|>{c}<|end|>" for p, c in zip(prompts, comps)]
+    assert gold.texts(prompts, comps) == written
+    raw = HFGold(world["gold_chat"])  # the same model reading raw text
+    np.testing.assert_allclose(gold.score(prompts, comps), raw.score(written, ["", ""]), rtol=0, atol=1e-6)
+    assert np.abs(gold.score(prompts, comps) - raw.score(prompts, comps)).max() > 1e-3
+    with pytest.raises(ValueError, match="has no chat template"):
+        HFGold(world["gold"], template="chat")
+
+
+def test_a_chat_template_policy_is_prompted_with_its_user_turn_and_proxies_read_their_own(world, tmp_path, monkeypatch):
+    """The pool stores raw prompts; a chat policy samples after its generation prompt, and a proxy
+    on a chat base trains on and scores the rendered conversation."""
+    import overopt.models as models
+    import overopt.rm as rm_mod
+    from overopt.pool import make_pool, score_proxy
+    from overopt.rm import train_rm
+
+    seen = []
+    real = models.sample_texts
+    monkeypatch.setattr(models, "sample_texts", lambda m, t, ps, *a, **k: seen.extend(ps) or real(m, t, ps, *a, **k))
+    policy = _spec(tmp_path, "policy", hf=world["policy_chat"], template="chat")
+    make_pool(policy, str(tmp_path / "pool.parquet"), prompts=3, samples=4, prompt_chars=30, completion_tokens=4,
+              batch_size=8, seed=0, threads=1, prompt_file=None)
+    pool = pd.read_parquet(tmp_path / "pool.parquet")
+    assert seen == [f"<|user|>{p}<|end|><|assistant|>" for p in pool["prompt"]]
+    assert not pool["prompt"].str.contains("<|user|>", regex=False).any()
+
+    base = _spec(tmp_path, "base", hf=world["policy_chat"], template="chat")
+    words = pool["prompt"].tolist() * 8
+    cmp = pd.DataFrame({"pair_id": range(24), "prompt": words[:24], "completion_a": [" yes"] * 24,
+                        "completion_b": [" no"] * 24, "label": [1, 0] * 12, "gold_label": [1, 0] * 12,
+                        "split": ["train"] * 20 + ["val"] * 4})
+    cmp.to_parquet(tmp_path / "cmp.parquet")
+    read = []
+    real_rewards = rm_mod.rewards
+    monkeypatch.setattr(rm_mod, "rewards", lambda m, t, texts, *a, **k: read.extend(texts) or real_rewards(m, t, texts, *a, **k))
+    metrics = train_rm(base, comparisons=str(tmp_path / "cmp.parquet"), out=str(tmp_path / "rm"), data_size=20, seed=0,
+                       epochs=1, batch_size=4, lr=1e-3, threads=1, policy="p", rm="r")
+    assert metrics["template"] == "chat"
+    assert read and all(t.startswith("<|user|>") and t.endswith("<|end|>") for t in read)
+    pool[["prompt_id", "sample_id"]].assign(gold=0.0).to_parquet(tmp_path / "gold.parquet")
+    read.clear()
+    seen_scored = []
+    real_by_prompt = rm_mod.rewards_by_prompt
+    monkeypatch.setattr(rm_mod, "rewards_by_prompt",
+                        lambda m, t, ps, cs, **k: seen_scored.extend(p + c for p, c in zip(ps, cs)) or real_by_prompt(m, t, ps, cs, **k))
+    score_proxy(str(tmp_path / "pool.parquet"), str(tmp_path / "gold.parquet"), str(tmp_path / "rm"),
+                str(tmp_path / "scores.parquet"), threads=1, dtype="float32")
+    assert seen_scored == [f"<|user|>{p}<|end|><|assistant|>{c}<|end|>" for p, c in zip(pool["prompt"], pool["completion"])]
+
+
 def _spec(tmp_path, name, **spec):
     """An hf: spec file, as the workflow's model_spec rule writes it."""
     from overopt.util import write_json

@@ -101,6 +101,7 @@ def sample_pairs(
 
     from .models import load_causal, load_tokenizer, sample_texts
     from .prompts import training_prompts
+    from .templates import render_prompts, template_of
     from .util import atomic_file, seed_everything
 
     seed_everything(seed, threads)
@@ -108,7 +109,8 @@ def sample_pairs(
     n = train_pairs + val_pairs
     prompts = training_prompts(prompt_file, n, prompt_chars, rng)
     tok = load_tokenizer(policy_dir)
-    both = sample_texts(load_causal(policy_dir), tok, prompts + prompts, completion_tokens, batch_size, seed)
+    asked = render_prompts(tok, template_of(policy_dir), prompts)  # the policy's own template; pairs keep raw prompts
+    both = sample_texts(load_causal(policy_dir), tok, asked + asked, completion_tokens, batch_size, seed)
     df = pd.DataFrame({"pair_id": np.arange(n), "prompt": prompts, "completion_a": both[:n], "completion_b": both[n:]})
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = {"rng": rng.bit_generator.state, "train_pairs": train_pairs, "val_pairs": val_pairs}

@@ -126,7 +126,7 @@ def rl_runs(config: dict) -> list[tuple[str, str, int, float]]:
             if kl == 0 or pen_rms is None or r in pen_rms]
 
 
-HF_ONLY = ("params", "tokenizer", "lora", "quantize")
+HF_ONLY = ("params", "tokenizer", "template", "lora", "quantize")
 
 
 def _check_kind(spec: dict, key: str) -> None:

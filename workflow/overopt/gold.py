@@ -217,21 +217,34 @@ class TinyGold:
 class HFGold:
     """A frozen sequence-classification RM on its own tokenizer, full precision or quantized."""
 
-    def __init__(self, path: str, tokenizer: str | None = None, quantize: str | None = None, batch_size: int = 64):
+    def __init__(self, path: str, tokenizer: str | None = None, quantize: str | None = None, batch_size: int = 64,
+                 template: str = "raw"):
         from .models import load_tokenizer
+        from .templates import check
 
         spec = {"hf": path, "tokenizer": tokenizer, "quantize": quantize}
         self.tokenizer = load_tokenizer(path if tokenizer is None else tokenizer)
+        check(self.tokenizer, template)
+        self.template = template
         # the classifier reads the last non-pad token, so either padding side scores the same
         self.model = load_reward_spec(spec, self.tokenizer.pad_token_id).eval()
         self.batch_size = batch_size
 
+    def texts(self, prompts: list[str], completions: list[str]) -> list[str]:
+        """What the gold reads: prompt + completion in its template (`templates.render`)."""
+        from .templates import render
+
+        return [h + r for h, r in zip(*render(self.tokenizer, self.template, prompts, completions))]
+
     @torch.no_grad()
     def score(self, prompts: list[str], completions: list[str]) -> np.ndarray:
         out = []
-        texts = [p + c for p, c in zip(prompts, completions)]
+        texts = self.texts(prompts, completions)
+        # a chat template writes its own special tokens (BOS, turn markers); raw text gets the tokenizer's
+        special = self.template == "raw"
         for b in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[b : b + self.batch_size], return_tensors="pt", padding=True)
+            enc = self.tokenizer(texts[b : b + self.batch_size], return_tensors="pt", padding=True,
+                                 add_special_tokens=special)
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
             with autocast():
                 out.append(self.model(**enc).logits[:, 0].float().cpu().numpy())
@@ -266,7 +279,7 @@ def load_gold(path: str | Path):
     if spec["kind"] == "tiny":
         return TinyGold(path, spec)
     if spec["kind"] == "hf":
-        return HFGold(spec["path"], spec.get("tokenizer"), spec.get("quantize"))
+        return HFGold(spec["path"], spec.get("tokenizer"), spec.get("quantize"), template=spec.get("template", "raw"))
     raise ValueError(f"{path}/gold.json: unknown gold kind {spec['kind']!r}")
 
 
@@ -282,7 +295,7 @@ def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: st
     with atomic_dir(out) as tmp:
         if "hf" in spec:
             meta = {"kind": "hf", "path": spec["hf"], "tokenizer": spec.get("tokenizer"),
-                    "quantize": spec.get("quantize", "none")}
+                    "quantize": spec.get("quantize", "none"), "template": spec.get("template", "raw")}
         else:
             from .config import schema_defaults
 

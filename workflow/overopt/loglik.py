@@ -21,8 +21,17 @@ class FrozenLM:
     def __init__(self, lm_dir: str):
         from .models import load_causal, load_tokenizer
 
+        from .templates import template_of
+
         self.tok = load_tokenizer(lm_dir)
         self.lm = load_causal(lm_dir, frozen=True).eval().requires_grad_(False)
+        self.template = template_of(lm_dir)
+
+    def reads(self, df, completions=("completion",)):
+        """A table of raw texts as this base reads them (its `template`)."""
+        from .templates import render_frame
+
+        return render_frame(self.tok, self.template, df, completions)
 
     def __call__(self, prompts: list[str], completions: list[str]) -> np.ndarray:
         from .models import completion_logprobs
@@ -35,8 +44,10 @@ def pairs_table(lm_dir: str, comparisons: str, out: str, threads: int = 1) -> No
     from .util import atomic_file, seed_everything
 
     seed_everything(0, threads)
-    df = pd.read_parquet(comparisons, columns=["pair_id", "prompt", "completion_a", "completion_b"])
-    lm, prompts = FrozenLM(lm_dir), df["prompt"].tolist()
+    lm = FrozenLM(lm_dir)
+    df = lm.reads(pd.read_parquet(comparisons, columns=["pair_id", "prompt", "completion_a", "completion_b"]),
+                  ("completion_a", "completion_b"))
+    prompts = df["prompt"].tolist()
     res = pd.DataFrame({"pair_id": df["pair_id"].to_numpy(),
                         "loglik_a": lm(prompts, df["completion_a"].tolist()),
                         "loglik_b": lm(prompts, df["completion_b"].tolist())})
@@ -49,8 +60,9 @@ def pool_table(lm_dir: str, pool: str, out: str, threads: int = 1) -> None:
     from .util import atomic_file, seed_everything
 
     seed_everything(0, threads)
-    df = pd.read_parquet(pool, columns=["prompt_id", "sample_id", "prompt", "completion"])
-    res = df[["prompt_id", "sample_id"]].assign(loglik=FrozenLM(lm_dir)(df["prompt"].tolist(), df["completion"].tolist()))
+    lm = FrozenLM(lm_dir)
+    df = lm.reads(pd.read_parquet(pool, columns=["prompt_id", "sample_id", "prompt", "completion"]))
+    res = df[["prompt_id", "sample_id"]].assign(loglik=lm(df["prompt"].tolist(), df["completion"].tolist()))
     with atomic_file(out) as tmp:
         res.to_parquet(tmp, index=False)
 

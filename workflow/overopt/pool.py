@@ -24,6 +24,7 @@ def make_pool(policy_dir: str, out: str, prompts: int, samples: int, prompt_char
 
     from .models import load_causal, load_tokenizer, sample_texts
     from .prompts import heldout_prompts
+    from .templates import render_prompts, template_of
     from .util import atomic_file, log, seed_everything
 
     seed = seed + replicate
@@ -31,14 +32,15 @@ def make_pool(policy_dir: str, out: str, prompts: int, samples: int, prompt_char
     ps = heldout_prompts(prompt_file, prompts, prompt_chars, np.random.default_rng(seed), offset=replicate * prompts)
     tok = load_tokenizer(policy_dir)
     model = load_causal(policy_dir)
+    asked = render_prompts(tok, template_of(policy_dir), ps)  # what the policy is prompted with
     if shard is None:
         ids = np.arange(prompts)
         flat = [p for p in ps for _ in range(samples)]
-        comps = sample_texts(model, tok, flat, completion_tokens, batch_size, seed)
+        comps = sample_texts(model, tok, [a for a in asked for _ in range(samples)], completion_tokens, batch_size, seed)
     else:
         ids = np.arange(shard[0], min(shard[1], prompts))
         flat = [ps[j] for j in ids for _ in range(samples)]
-        comps = [c for j in ids for c in sample_texts(model, tok, [ps[j]] * samples, completion_tokens, batch_size,
+        comps = [c for j in ids for c in sample_texts(model, tok, [asked[j]] * samples, completion_tokens, batch_size,
                                                       prompt_seed(seed, j))]
     df = pd.DataFrame({
         "prompt_id": np.repeat(ids, samples),
@@ -89,6 +91,7 @@ def score_proxy(pool: str, gold_scores: str | None, rm_dir: str, out: str, threa
     from .keys import CELL, read_proxy_metrics
     from .loglik import pool_logliks
     from .rm import load_proxy, loglik_readout, rewards_by_prompt
+    from .templates import proxy_template, render_frame
     from .util import log, native_bf16, resolve_dtype, seed_everything
 
     seed_everything(0, threads)
@@ -101,7 +104,8 @@ def score_proxy(pool: str, gold_scores: str | None, rm_dir: str, out: str, threa
     if dtype == "bfloat16" and not native_bf16():
         log.warning("bon.score_dtype: bfloat16 on a device without bf16 units: emulated, several times "
                     "slower than float32 (the 357k proxy: 853 s against 89 s, measured); `auto` avoids it")
-    prompts, comps = df["prompt"].tolist(), df["completion"].tolist()
+    read = render_frame(tok, proxy_template(rm_dir), df)  # the pool as the proxy reads it
+    prompts, comps = read["prompt"].tolist(), read["completion"].tolist()
     r = rewards_by_prompt(model, tok, prompts, comps, dtype=dt)
     if lm is not None:
         r = r + (readout(pool_logliks(loglik, df)) if loglik else loglik_readout(lm, readout, tok, prompts, comps))

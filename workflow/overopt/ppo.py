@@ -127,10 +127,16 @@ class ValueHead(torch.nn.Module):
 def proxy_reward_fn(rm_dir: str, offset: float):
     """Reward = the frozen proxy's score of prompt + completion, re-centred on pi_init."""
     from .rm import load_proxy, loglik_readout, score_texts
+    from .templates import proxy_template, render
 
     model, tok, lm, readout = load_proxy(rm_dir)
-    return lambda prompts, comps: (score_texts(model, tok, prompts, comps)
-                                   + loglik_readout(lm, readout, tok, prompts, comps) - offset)
+    template = proxy_template(rm_dir)
+
+    def reward(prompts, comps):
+        prompts, comps = render(tok, template, prompts, comps)  # as the proxy reads them
+        return score_texts(model, tok, prompts, comps) + loglik_readout(lm, readout, tok, prompts, comps) - offset
+
+    return reward
 
 
 def gold_score_fn(gold_dir: str, pool_gold: str):
@@ -175,6 +181,7 @@ def run_ppo(
     from .text import decode_ids, encode_texts
     from .hf import add_lora, read_spec, trainable_parameters
     from .models import banned_token_ids, load_causal, load_tokenizer, sample
+    from .templates import render_prompts, template_of
 
     seed_everything(cfg.seed, threads)
     tok = load_tokenizer(policy_dir)
@@ -206,14 +213,18 @@ def run_ppo(
     g = generator(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
+    # the policy is prompted in its own template; the proxy and the gold read the raw prompt
+    asked = dict(zip(train_prompts, render_prompts(tok, template_of(policy_dir), list(train_prompts))))
+    asked.update(zip(eval_prompts, render_prompts(tok, template_of(policy_dir), list(eval_prompts))))
+
     def encode(prompts):
-        return torch.tensor(encode_texts(tok, prompts), dtype=torch.long, device=dev)
+        return torch.tensor(encode_texts(tok, [asked[p] for p in prompts]), dtype=torch.long, device=dev)
 
     # Rollouts need equal-length prompts (no padding in the sampler). Prompts are grouped by
     # token length; a batch comes from one group, chosen with probability proportional to its
     # size, so every prompt is still drawn uniformly. Corpus windows form a single group.
     groups: dict[int, list[int]] = {}
-    for i, ids in enumerate(encode_texts(tok, list(train_prompts))):
+    for i, ids in enumerate(encode_texts(tok, [asked[p] for p in train_prompts])):
         groups.setdefault(len(ids), []).append(i)
     groups_idx = [np.array(v) for _, v in sorted(groups.items())]
     group_p = np.array([len(v) for v in groups_idx]) / len(train_prompts)
@@ -226,7 +237,7 @@ def run_ppo(
 
     ev_prompts = [p for p in eval_prompts[: cfg.eval_prompts] for _ in range(cfg.eval_samples)]
     ev_groups: dict[int, list[int]] = {}
-    for i, ids in enumerate(encode_texts(tok, ev_prompts)):
+    for i, ids in enumerate(encode_texts(tok, [asked[p] for p in ev_prompts])):
         ev_groups.setdefault(len(ids), []).append(i)
     ev_batches = [(idx, encode([ev_prompts[i] for i in idx])) for _, idx in sorted(ev_groups.items())]
     ev_g = generator(cfg.seed + 1)

@@ -162,11 +162,14 @@ def train_rm(
     the pairs do not ask for a cap. `loglik`: the base's table of pair log-likelihoods
     (`loglik.pairs_table`); without it they are computed here, to the same numbers. `policy`, `rm`:
     the names of its grid cell, recorded with the data size and seed as its keys (`keys.CELL`)."""
+    from .templates import render_frame, template_of
+
     seed_everything(seed, threads)
-    df = pd.read_parquet(comparisons)
+    tok = load_tokenizer(base_dir)
+    template = template_of(base_dir)
+    df = render_frame(tok, template, pd.read_parquet(comparisons), ("completion_a", "completion_b"))  # as the base reads them
     train = train_subset(df, data_size)
     val = df[df["split"] == "val"]
-    tok = load_tokenizer(base_dir)
     model = load_reward(base_dir, pad_token_id=tok.pad_token_id)
     n_params = count_params(model)  # the proxy's size is its base's, with or without an adapter
     spec = read_spec(base_dir)
@@ -228,6 +231,7 @@ def train_rm(
         **evaluate(model, tok, val, base_dir if base_loglik else None, Readout(w or 0.0, cap), loglik),
         "base_loglik_weight": w,
         "base_loglik_cap": cap,
+        "template": template,
         "params": n_params,
         "trainable_params": sum(p.numel() for p in params),
         "lora": bool(spec.get("lora")),
