@@ -40,6 +40,13 @@ def cmd_pretrain(a):
     pretrain(a.spec, train, held, a.tokenizer, a.out, a.steps, a.batch_size, a.seq_len, a.lr, a.seed, a.threads)
 
 
+def cmd_sft(a):
+    from .sft import demonstrations, sft
+
+    train, held = demonstrations(a.demonstrations, a.column)
+    sft(a.base, a.out, a.spec_out, train, held, a.steps, a.batch_size, a.seq_len, a.lr, a.seed, a.threads)
+
+
 def cmd_gold(a):
     from .text import corpus_split
     from .gold import build_gold
@@ -368,6 +375,11 @@ COMMANDS = {
     "tokenizer": (cmd_tokenizer, "build the tiny world's character tokenizer", ["out"]),
     "pretrain": (cmd_pretrain, "pretrain a tiny LM base on the corpus",
                  ["spec", "tokenizer", "out", "steps", "batch-size", "seq-len", "lr", "seed", "threads"]),
+    "sft": (cmd_sft, "fine-tune a policy's base on demonstrations before it becomes pi_init",
+            ["base", "out", ("spec-out", {"required": True, "help": "the fine-tuned model's spec file"}),
+             "steps", "batch-size", "seq-len", "lr", "seed", "threads",
+             ("demonstrations", {"default": None, "help": "a .jsonl or .parquet of texts (default: the tiny world's corpus)"}),
+             ("column", {"default": "text", "help": "the demonstrations' text column"})]),
     "gold": (cmd_gold, "build the gold reward directory",
              ["spec", "reference", "out", "prompt-chars", "completion-tokens", "seed"]),
     "pairs": (cmd_pairs, "sample two pi_init completions of each training prompt",

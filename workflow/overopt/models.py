@@ -119,6 +119,34 @@ def lm_loss(model, data: torch.Tensor, seq_len: int, n_windows: int, seed: int =
     return total / len(x)
 
 
+def train_lm(model, train: torch.Tensor, val: torch.Tensor, steps: int, batch_size: int, seq_len: int, lr: float,
+             seed: int, name: str) -> dict:
+    """Next-token training on random windows of `train` (pretraining, SFT); held-out loss on `val`."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+    warmup = max(1, steps // 20)
+    # linear warm-up then cosine decay to 10%: standard for short LM runs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))),
+    )
+    g = torch.Generator().manual_seed(seed)
+    prog = Progress(name, steps)
+    model.train()
+    for step in range(1, steps + 1):
+        starts = torch.randint(0, len(train) - seq_len - 1, (batch_size,), generator=g)
+        x = torch.stack([train[s : s + seq_len] for s in starts]).to(model.device)
+        with autocast():
+            loss = next_token_loss(model, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        prog(step, loss=loss.item())
+    return {"val_loss_nats_per_char": lm_loss(model, val.to(model.device), seq_len, 256), "steps": steps,
+            "tokens_seen": steps * batch_size * seq_len, "seconds": prog.elapsed}
+
+
 def pretrain(
     spec: dict,
     train_text: str,
@@ -139,38 +167,11 @@ def pretrain(
     tok = load_tokenizer(tokenizer_dir)
     model = GPT2LMHeadModel(tiny_config(spec, tok))
     n_params = count_params(model)
-    train = encode_corpus(train_text, tok)
-    val = encode_corpus(val_text, tok)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
-    warmup = max(1, steps // 20)
-    # linear warm-up then cosine decay to 10%: standard for short LM runs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))),
-    )
-    g = torch.Generator().manual_seed(seed)
-    prog = Progress(f"pretrain[{n_params} params]", steps)
-    model.train()
-    for step in range(1, steps + 1):
-        starts = torch.randint(0, len(train) - seq_len - 1, (batch_size,), generator=g)
-        x = torch.stack([train[s : s + seq_len] for s in starts])
-        loss = next_token_loss(model, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        prog(step, loss=loss.item())
-    val_loss = lm_loss(model, val, seq_len, 256)
-    metrics = {
-        "params": n_params,
-        "val_loss_nats_per_char": val_loss,
-        "steps": steps,
-        "tokens_seen": steps * batch_size * seq_len,
-        "seconds": prog.elapsed,
-        "spec": spec,
-    }
-    log.info("pretrained %d params: held-out %.3f nats/char in %.0fs", n_params, val_loss, prog.elapsed)
+    metrics = {"params": n_params, **train_lm(model, encode_corpus(train_text, tok), encode_corpus(val_text, tok), steps,
+                                              batch_size, seq_len, lr, seed, f"pretrain[{n_params} params]"),
+               "spec": spec}
+    val_loss = metrics["val_loss_nats_per_char"]
+    log.info("pretrained %d params: held-out %.3f nats/char in %.0fs", n_params, val_loss, metrics["seconds"])
     with atomic_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))

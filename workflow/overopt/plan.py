@@ -84,9 +84,9 @@ class Costs:
         q = spec.get("quantize", "none") if frozen else "none"
         return n * {"none": 4, "8bit": 1, "4bit": 0.5}[q]
 
-    def _trained(self, m: str, tokens: float) -> float:
+    def _trained(self, m: str, tokens: float, full: bool | None = None) -> float:
         """Weights, gradients and Adam's state (the base frozen under LoRA), and activations."""
-        full = not self.models[m].get("lora")
+        full = not self.models[m].get("lora") if full is None else full
         return self.P[m] * (16 if full else 4) + 34 * tokens * self._hl(m) + 3 * 4 * tokens * VOCAB
 
     def _kv(self, m: str, batch: float) -> float:
@@ -114,6 +114,10 @@ class Costs:
         reads = 2 if tr.get("base_loglik") else 1
         base = rule.removesuffix("_shard")
         n_pool = self.pool_prompts(shard) * bon["samples"]
+        if base == "sft":
+            sft = cfg["sft"]
+            tokens = sft["batch_size"] * sft["seq_len"]
+            return sft["steps"] * tokens * 6 * P[policy], self._gpu(policy, mem=self._trained(policy, tokens, full=True))
         if base == "pairs":
             return 2 * pairs * seq * 2 * P[policy], self._gpu(policy, mem=self._weights(policy, True)
                                                               + self._kv(policy, cmp["batch_size"]))
@@ -200,8 +204,10 @@ def jobs_of(cfg: dict) -> list[Job]:
     cmp_sets = sorted({(p, rep("comparisons", s)) for (p, r, d), seeds in seeds_of.items() for s in seeds})
     pool_sets = {(p, rep("pool", s)) for (p, r, d), seeds in scored.items() for s in seeds}
     pool_sets |= {(p, rep("pool", s)) for p, r, d, _ in rl_runs(cfg) for s in rl_seeds(cfg, seeds_of[(p, r, d)])}
+    # pi_init: the policy's base, or its fine-tuned copy (sft:)
+    pi_init = {p: add("sft", (p,), [base(p)], policy=p) if cfg.get("sft") else base(p) for p in policies}
     for p, rp in cmp_sets:
-        pairs = add("pairs", (p, rp), [base(p), *prompts], policy=p)
+        pairs = add("pairs", (p, rp), [pi_init[p], *prompts], policy=p)
         add("comparisons", (p, rp), [pairs, gold], policy=p)
 
     def sharded(rule, key, deps_of, merge=True, **w):
@@ -216,7 +222,7 @@ def jobs_of(cfg: dict) -> list[Job]:
     pool_job, gold_job = {}, {}
     for p, rp in sorted(pool_sets):
         pool_part = lambda k, p=p, rp=rp: ("pool_shard", (p, rp, k)) if k is not None else ("pool", (p, rp))
-        pool_job[(p, rp)] = sharded("pool", (p, rp), lambda k, p=p: [base(p), *prompts], (p, rp) in rl_pools, policy=p)
+        pool_job[(p, rp)] = sharded("pool", (p, rp), lambda k, p=p: [pi_init[p], *prompts], (p, rp) in rl_pools, policy=p)
         gold_job[(p, rp)] = sharded("score_gold", (p, rp), lambda k, pp=pool_part: [pp(k), gold])
     tr = cfg["rm_train"]
     loglik_pool = {}
@@ -248,7 +254,7 @@ def jobs_of(cfg: dict) -> list[Job]:
     for p, r, d, kl in rl_runs(cfg):
         for s in rl_seeds(cfg, seeds_of[(p, r, d)]):
             pp_ = rep("pool", s)
-            add("ppo", (p, r, d, kl, s), [base(p), rm_job[(p, r, d, s)], gold, pool_job[(p, pp_)], gold_job[(p, pp_)],
+            add("ppo", (p, r, d, kl, s), [pi_init[p], rm_job[(p, r, d, s)], gold, pool_job[(p, pp_)], gold_job[(p, pp_)],
                                           score_job[(p, r, d, s)], *prompts], policy=p, rm=r, data=d)
     everything = [(j.rule, j.key) for j in jobs]
     aggregate = ["rm_table"] + (["fit_bon", "fig_bon"] if bon else []) + (["fit_rl", "fig_rl"] if rl else [])

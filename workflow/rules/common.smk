@@ -49,6 +49,24 @@ def base_input(name):
     return [base_path(name)]
 
 
+SFT = CFG["sft"]
+
+
+def policy_path(name):
+    """The ref of a policy's pi_init: its fine-tuned model's spec with `sft:`, else its base."""
+    return f"{OUT}/sft/{name}.json" if SFT else base_path(name)
+
+
+def policy_input(name):
+    return [policy_path(name)]
+
+
+def sft_demonstrations():
+    """The demonstrations file SFT reads (none: the tiny world's corpus)."""
+    demos = (SFT or {}).get("demonstrations")
+    return [demos["path"]] if demos else []
+
+
 PROMPTS = CFG["world"].get("prompts")
 REPLICATES = CFG["replicates"]
 
@@ -231,6 +249,7 @@ def benchmark_pairs():
     policies = sorted({p for p, _, _ in cells})
     used = set(policies) | {r for _, r, _ in cells} | ({GOLD_REF} if GOLD_REF else set())
     out = [("pretrain", f"{b}/pretrain/{m}.tsv") for m in sorted(used) if is_tiny(m)]
+    out += [("sft", f"{b}/sft/{p}.tsv") for p in policies] if SFT else []
     out += [(g, f"{b}/{g}/{p}{rep}.tsv") for p, rep in comparison_files() for g in ("pairs", "comparisons")]
     out += [(g, f) for p, rep in pool_files_of() for g in ("pool", "score_gold")
             for f in shard_benchmarks(f"{b}/{g}/{p}{rep}")]

@@ -3,7 +3,7 @@
 
 rule ppo:
     input:
-        policy=lambda w: base_input(w.policy),
+        policy=lambda w: policy_input(w.policy),
         rm=f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}",
         gold=f"{OUT}/gold",
         pool=lambda w: f"{OUT}/pool/{w.policy}{pool_rep(w.seed)}.parquet",
@@ -15,7 +15,7 @@ rule ppo:
         updates=f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.updates.csv",
         by_prompt=f"{OUT}/rl/{{policy}}/{{rm}}/n{{data}}/kl{{kl}}/s{{seed}}.by_prompt.csv",
     params:
-        policy=lambda w: base_path(w.policy),
+        policy=lambda w: policy_path(w.policy),
         # checkpoints live outside the target so that a killed run resumes instead of restarting
         checkpoint=lambda w: f"{OUT}/rl_checkpoints/{w.policy}/{w.rm}/n{w.data}/kl{w.kl}/s{w.seed}",
         args=lambda w: rl_args(w.kl, w.seed),

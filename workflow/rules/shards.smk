@@ -5,12 +5,12 @@
 
 rule pool_shard:
     input:
-        policy=lambda w: base_input(w.policy),
+        policy=lambda w: policy_input(w.policy),
         prompts=prompt_input(),
     output:
         f"{OUT}/pool/{{policy}}{{rep}}/shard{{shard}}.parquet",
     params:
-        policy=lambda w: base_path(w.policy),
+        policy=lambda w: policy_path(w.policy),
         prompts=CFG["bon"]["prompts"],
         samples=CFG["bon"]["samples"],
         batch_size=CFG["bon"]["batch_size"],

@@ -46,6 +46,41 @@ rule pretrain:
         " --seq-len {params.seq_len} --seed {params.seed} --threads {threads} > {log} 2>&1"
 
 
+rule sft:
+    input:
+        base=lambda w: base_input(w.policy),
+        demonstrations=sft_demonstrations(),
+    output:
+        model=directory(f"{OUT}/sft/{{policy}}"),
+        spec=f"{OUT}/sft/{{policy}}.json",
+    params:
+        base=lambda w: base_path(w.policy),
+        steps=(SFT or {}).get("steps"),
+        batch_size=(SFT or {}).get("batch_size"),
+        seq_len=(SFT or {}).get("seq_len"),
+        lr=(SFT or {}).get("lr"),
+        seed=(SFT or {}).get("seed"),
+        demonstrations=lambda w, input: (f"--demonstrations {input.demonstrations} --column "
+                                         f"{SFT['demonstrations']['column']}" if input.demonstrations else ""),
+    log:
+        f"{OUT}/logs/sft/{{policy}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/sft/{{policy}}.tsv"
+    threads: job_threads("policy")
+    priority: 3
+    resources:
+        mem_mb=mem("policy", base=4000),
+        runtime=runtime("policy", base=60, rule="sft"),
+        gpu_mem_mb=gpu_mem("sft"),
+        gpu=lambda w: gpus(w.policy),
+    conda:
+        CONDA_ENV
+    shell:
+        "overopt sft --base {params.base} --out {output.model} --spec-out {output.spec} --steps {params.steps}"
+        " --batch-size {params.batch_size} --seq-len {params.seq_len} --lr {params.lr} --seed {params.seed}"
+        " {params.demonstrations} --threads {threads} > {log} 2>&1"
+
+
 GOLD = CFG["gold"]
 
 
@@ -77,12 +112,12 @@ rule gold:
 
 rule pairs:
     input:
-        policy=lambda w: base_input(w.policy),
+        policy=lambda w: policy_input(w.policy),
         prompts=prompt_input(),
     output:
         f"{OUT}/comparisons/{{policy}}{{rep}}.pairs.parquet",
     params:
-        policy=lambda w: base_path(w.policy),
+        policy=lambda w: policy_path(w.policy),
         train_pairs=lambda w: comparison_pairs(w.policy),
         val_pairs=CFG["comparisons"]["val_pairs"],
         batch_size=CFG["comparisons"]["batch_size"],
