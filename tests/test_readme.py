@@ -105,3 +105,14 @@ def test_the_config_error_example_is_what_validation_says(smoke_config):
     with pytest.raises(ConfigError) as e:
         validate(cfg)
     assert str(e.value) == shown
+
+
+def test_the_headline_findings_table_is_the_robustness_table():
+    """The README's headline findings are docs/robustness.md's table (written by the robustness
+    rule from the studies' findings.txt), both proxy architectures among its columns."""
+    readme = (ROOT / "README.md").read_text()
+    robustness = (ROOT / "docs" / "robustness.md").read_text()
+    table = robustness[robustness.index("| finding |"):]
+    assert table in readme
+    head = table.splitlines()[0]
+    assert "readout" in head and "paper" in head

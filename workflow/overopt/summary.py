@@ -29,6 +29,13 @@ def _size(n) -> str:
     return f"{n / 1e3:.3g}k" if n < 1e6 else f"{n / 1e6:.3g}M"
 
 
+def proxy_kind(rm: pd.DataFrame) -> str:
+    """Which proxy architecture the run's proxies have, read from their metrics."""
+    readout = rm["base_loglik_weight"].notna().any() if "base_loglik_weight" in rm else False
+    return ("the readout proxy (LM + scalar head + a capped readout of its base's likelihood)" if readout
+            else "the paper's proxy (LM + scalar head)")
+
+
 def proxies_table(rm: pd.DataFrame) -> pd.DataFrame:
     g = rm.groupby(["policy", "rm", "params", "data"], as_index=False).agg(
         seeds=("seed", "nunique"), val_acc=("val_acc", "mean"), val_loss=("val_loss", "mean"),
@@ -78,11 +85,12 @@ def write_summary(out: str, findings: str, rm_metrics: str, bon_fits: str | None
 
     lines = Path(findings).read_text().splitlines()
     count = lambda status: sum(line.split(maxsplit=1)[0] == status for line in lines if line.strip())
+    rm = pd.read_csv(rm_metrics)
     parts = ["# Summary of the run", "",
-             f"Findings (docs/findings.md): **{count('PASS')} PASS / {count('FAIL')} FAIL / "
+             f"Findings (docs/findings.md) with {proxy_kind(rm)}: **{count('PASS')} PASS / {count('FAIL')} FAIL / "
              f"{count('INCONCLUSIVE')} INCONCLUSIVE / {count('SKIP')} not testable** (`findings.txt`).",
              "", "```", *lines, "```", "",
-             "## Proxies (seed means; `tables/rm_metrics.csv`)", "", _table(proxies_table(pd.read_csv(rm_metrics)))]
+             "## Proxies (seed means; `tables/rm_metrics.csv`)", "", _table(proxies_table(rm))]
     if bon_fits:
         parts += ["", "## Best-of-n (seed means of per-seed fits; `fits/bon.csv`)", "",
                   _table(bon_table(pd.read_csv(bon_fits)))]
