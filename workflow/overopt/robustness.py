@@ -52,9 +52,9 @@ def write_robustness(studies: dict[str, str], out: str) -> str:
     from .util import atomic_file
 
     text = ("# Robustness of the findings\n\n"
-            "Written by `snakemake --configfile config/experiments/robustness.yaml robustness` from each "
-            "study's `findings.txt` (docs/findings.md): the pooled test's result, then in how many of the "
-            "study's replicates the finding holds on its own.\n\n"
+            "Written by `snakemake robustness --configfile config/experiments/robustness.yaml --allowed-rules "
+            "robustness` from each finished study's `findings.txt` (docs/findings.md): the pooled test's result, "
+            "then in how many of the study's replicates the finding holds on its own.\n\n"
             + "".join(f"- **{n}**: `{p}`\n" for n, p in studies.items()) + "\n" + robustness_table(studies))
     with atomic_file(out) as tmp:
         Path(tmp).write_text(text)
