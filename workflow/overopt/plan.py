@@ -315,14 +315,15 @@ def plan(cfg: dict) -> dict:
                 refused.append(f"{name}: {h:.1f} GPU-hours x safety {c['safety']:g} exceed the longest runtime, "
                                f"{c['max_runtime_h']:g} h (cluster.max_runtime_h): set or lower bon.shard_prompts")
     gpu_hours = {k: costs.hours(v) for k, v in flops.items()}
-    path_h, path = critical_path(jobs, lambda j: costs.hours(j.flops) if j.gpu_bytes > 0 else 0.0)
+    # every job at the table's rate, as the GPU-hours column counts them (the tiny world's run on CPU)
+    path_h, path = critical_path(jobs, lambda j: costs.hours(j.flops))
     used = sorted({m for j in jobs if j.rule in ("pairs", "pool", "pool_shard", "train_rm") for m in (j.key[:2])
                    if m in cfg["models"]}, key=lambda m: (costs.P[m], m))
     gold = cfg["gold"]
     return {"jobs": dict(count), "flops": dict(flops), "gpu_hours": gpu_hours, "longest_h": dict(longest),
             "runtime_min": {r: requested_minutes(cfg, h * costs.rate * 3600) for r, h in longest.items()},
             "gpu_gb": {r: m / GIB for r, m in memory.items()},
-            "critical_h": path_h, "critical_path": [job_name(j) for j in path if j.gpu_bytes > 0],
+            "critical_h": path_h, "critical_path": [job_name(j) for j in path if j.flops > 0],
             "refused": refused, "cluster": dict(c),
             "seq_tokens": costs.seq, "prompt_tokens": costs.prompt_tokens, "chars_per_token": costs.cpt,
             "completion_tokens": cfg["world"]["completion_tokens"], "params": {m: costs.P[m] for m in used},
