@@ -5,7 +5,8 @@ import torch
 
 from overopt.text import build_char_tokenizer, corpus_split, random_prompts
 
-from overopt.comparisons import flip_labels, make_pairs, train_subset, chosen_rejected
+from overopt.comparisons import flip_labels, make_pairs
+from overopt.rm import chosen_rejected, train_subset
 from overopt.rm import bt_loss
 
 

@@ -52,7 +52,8 @@ def cmd_gold(a):
     from .gold import build_gold
 
     train, held = corpus_split()
-    build_gold(a.spec, a.out, a.reference, held, a.prompt_chars, a.completion_tokens, a.seed, train_text=train)
+    build_gold(a.spec, a.out, a.reference, held, a.prompt_chars, a.completion_tokens, a.seed, train_text=train,
+               learned_rm=a.learned_rm)
 
 
 def cmd_pairs(a):
@@ -381,7 +382,8 @@ COMMANDS = {
              ("demonstrations", {"default": None, "help": "a .jsonl or .parquet of texts (default: the tiny world's corpus)"}),
              ("column", {"default": "text", "help": "the demonstrations' text column"})]),
     "gold": (cmd_gold, "build the gold reward directory",
-             ["spec", "reference", "out", "prompt-chars", "completion-tokens", "seed"]),
+             ["spec", "reference", "out", "prompt-chars", "completion-tokens", "seed",
+              ("learned-rm", {"default": None, "help": "gold.learned: the trained reward model that is the gold"})]),
     "pairs": (cmd_pairs, "sample two pi_init completions of each training prompt",
               ["policy", "out", "train-pairs", "val-pairs", "prompt-chars", "completion-tokens", "prompt-file",
                "batch-size", "seed", "threads"]),

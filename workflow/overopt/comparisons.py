@@ -57,24 +57,6 @@ def make_pairs(
     return df
 
 
-def train_subset(df: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The first `n` training pairs: data sizes are nested, so a larger set adds to a smaller one."""
-    train = df[df["split"] == "train"]
-    if n > len(train):
-        raise ValueError(f"data size {n} exceeds the {len(train)} training comparisons available")
-    return train.iloc[:n]
-
-
-def chosen_rejected(df: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Full texts (prompt + completion) of the preferred and the other completion."""
-    a = (df["prompt"] + df["completion_a"]).tolist()
-    b = (df["prompt"] + df["completion_b"]).tolist()
-    lab = df["label"].to_numpy()
-    chosen = [x if l == 1 else y for x, y, l in zip(a, b, lab)]
-    rejected = [y if l == 1 else x for x, y, l in zip(a, b, lab)]
-    return chosen, rejected
-
-
 PAIRS_META = b"overopt"  # parquet metadata of a pairs file: the label draw's generator state
 
 

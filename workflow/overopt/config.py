@@ -169,7 +169,15 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
             if spec.get("lora"):
                 raise ConfigError(f"config key 'models.{name}.quantize': a LoRA policy's pi_init is its own weights "
                                   "with the adapter disabled, so there is no separate frozen copy to quantize")
+    learned = config["gold"].get("learned")
+    if learned and "tiny" not in config["gold"]:
+        raise ConfigError("config key 'gold.learned': its teacher is the hand-written gold of 'gold.tiny', which is missing")
     _check_kind(config["gold"], "gold")
+    if learned:
+        if learned["base"] not in models:
+            raise ConfigError(f"config key 'gold.learned.base': model {learned['base']!r} is not defined under 'models'")
+        if learned["policy"] not in config["policies"]:
+            raise ConfigError(f"config key 'gold.learned.policy': {learned['policy']!r} is not one of policies")
     prompts = config["world"].get("prompts")
     if prompts:
         for key, n in (("bon.prompts", config["bon"]["prompts"]), ("rl.eval_prompts", config["rl"].get("eval_prompts", 0))):

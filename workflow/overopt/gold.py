@@ -273,9 +273,26 @@ def load_reward_spec(spec: dict, pad_token_id: int | None):
     return to_device(model)
 
 
+class LearnedGold:
+    """A frozen reward model as the gold (`gold.learned`): what it learned from its teacher's labels,
+    not the teacher, is what the proxies are measured against."""
+
+    def __init__(self, rm_dir: Path):
+        from .rm import load_proxy
+
+        self.model, self.tokenizer, _, _ = load_proxy(rm_dir)
+
+    def score(self, prompts: list[str], completions: list[str]) -> np.ndarray:
+        from .rm import score_texts
+
+        return np.asarray(score_texts(self.model, self.tokenizer, prompts, completions), dtype=np.float64)
+
+
 def load_gold(path: str | Path):
     path = Path(path)
     spec = json.loads((path / "gold.json").read_text())
+    if spec["kind"] == "learned":
+        return LearnedGold(path / "rm")
     if spec["kind"] == "tiny":
         return TinyGold(path, spec)
     if spec["kind"] == "hf":
@@ -284,7 +301,7 @@ def load_gold(path: str | Path):
 
 
 def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: str, prompt_chars: int, completion_chars: int, seed: int,
-               train_text: str = "") -> dict:
+               train_text: str = "", learned_rm: str | None = None) -> dict:
     """Write the gold directory: its spec, its frozen model(s), and term statistics.
 
     Term statistics are measured on held-out corpus continuations (not on any policy's
@@ -293,7 +310,14 @@ def build_gold(spec: dict, out: str, reference_dir: str | None, heldout_text: st
     from .text import random_prompts
 
     with atomic_dir(out) as tmp:
-        if "hf" in spec:
+        if "learned" in spec:
+            if not learned_rm:
+                raise ValueError("gold.learned: build the gold from its trained reward model (--learned-rm)")
+            shutil.copytree(learned_rm, tmp / "rm")
+            meta = {"kind": "learned", **spec["learned"],
+                    "val_acc": json.loads((Path(learned_rm) / "metrics.json").read_text())["val_acc"]}
+            log.info("learned gold: validation accuracy against its teacher %.3f", meta["val_acc"])
+        elif "hf" in spec:
             meta = {"kind": "hf", "path": spec["hf"], "tokenizer": spec.get("tokenizer"),
                     "quantize": spec.get("quantize", "none"), "template": spec.get("template", "raw")}
         else:

@@ -58,7 +58,9 @@ class Costs:
         self.cfg, self.models = cfg, cfg["models"]
         self.P = {m: _params(s) for m, s in self.models.items()}
         gold = cfg["gold"]
-        if "tiny" in gold:
+        if "learned" in gold:
+            self.Pg = self.P[gold["learned"]["base"]]
+        elif "tiny" in gold:
             ref = gold["tiny"].get("reference")
             self.Pg = self.P[ref] if ref else 0  # an n-gram gold is a table lookup
         else:
@@ -118,6 +120,14 @@ class Costs:
             sft = cfg["sft"]
             tokens = sft["batch_size"] * sft["seq_len"]
             return sft["steps"] * tokens * 6 * P[policy], self._gpu(policy, mem=self._trained(policy, tokens, full=True))
+        if base == "gold_rm_pairs":  # the learned gold's comparisons, sampled like a policy's
+            lp = cfg["gold"]["learned"]
+            return 2 * (lp["pairs"] + lp["val_pairs"]) * seq * 2 * P[policy], self._gpu(
+                policy, mem=self._weights(policy, True) + self._kv(policy, cmp["batch_size"]))
+        if base == "gold_rm":  # the learned gold's training, as a proxy's
+            lp = cfg["gold"]["learned"]
+            return lp["epochs"] * 2 * lp["pairs"] * seq * 6 * P[rm], self._gpu(
+                rm, mem=self._trained(rm, 2 * lp["batch_size"] * seq))
         if base == "pairs":
             return 2 * pairs * seq * 2 * P[policy], self._gpu(policy, mem=self._weights(policy, True)
                                                               + self._kv(policy, cmp["batch_size"]))
@@ -180,8 +190,8 @@ def jobs_of(cfg: dict) -> list[Job]:
     used = set(policies) | {r for _, r, _ in cells}
     tiny = {m for m in used if "tiny" in models[m]}
     gold_ref = cfg["gold"].get("tiny", {}).get("reference")
-    if gold_ref:
-        tiny.add(gold_ref)
+    learned = cfg["gold"].get("learned")
+    tiny |= {m for m in (gold_ref, learned and learned["base"]) if m and "tiny" in models[m]}
     jobs: list[Job] = []
 
     def add(rule, key, deps=(), **w):
@@ -200,12 +210,16 @@ def jobs_of(cfg: dict) -> list[Job]:
             add("pretrain", (m,), [("tokenizer", ())])
     prompts = [add("prompts", ())] if cfg["world"].get("prompts") else []
     gold = add("gold", (), [base(gold_ref)] if gold_ref else [])
+    pi_init = {p: add("sft", (p,), [base(p)], policy=p) if cfg.get("sft") else base(p)
+               for p in sorted(set(policies) | ({learned["policy"]} if learned else set()))}
+    if learned:  # the hand-written gold above is the teacher of a learned gold RM
+        pairs = add("gold_rm_pairs", (), [pi_init[learned["policy"]], *prompts], policy=learned["policy"])
+        labels = add("gold_rm_labels", (), [pairs, gold])
+        gold = add("gold_learned", (), [add("gold_rm", (), [base(learned["base"]), labels], rm=learned["base"])])
     scored = {c: (seeds if bon else rl_seeds(cfg, seeds) if c in rl else []) for c, seeds in seeds_of.items()}
     cmp_sets = sorted({(p, rep("comparisons", s)) for (p, r, d), seeds in seeds_of.items() for s in seeds})
     pool_sets = {(p, rep("pool", s)) for (p, r, d), seeds in scored.items() for s in seeds}
     pool_sets |= {(p, rep("pool", s)) for p, r, d, _ in rl_runs(cfg) for s in rl_seeds(cfg, seeds_of[(p, r, d)])}
-    # pi_init: the policy's base, or its fine-tuned copy (sft:)
-    pi_init = {p: add("sft", (p,), [base(p)], policy=p) if cfg.get("sft") else base(p) for p in policies}
     for p, rp in cmp_sets:
         pairs = add("pairs", (p, rp), [pi_init[p], *prompts], policy=p)
         add("comparisons", (p, rp), [pairs, gold], policy=p)

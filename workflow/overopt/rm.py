@@ -13,7 +13,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .comparisons import chosen_rejected, train_subset
 from .hf import ADAPTER_BASE, add_lora, read_spec, trainable_parameters
 from .models import (PROMPT_REUSE_MIN, count_params, direct_gpt2, gpt2_rewards_with_prefix, last_token, load_causal,
                      load_reward, load_tokenizer, read_metrics, reward_forward)
@@ -113,6 +112,24 @@ def warm_cap(llc: np.ndarray, llr: np.ndarray) -> tuple[float, float]:
         if best is None or nll < best[0]:
             best = (nll, c, float(tau))
     return best[1], best[2]
+
+
+def train_subset(df: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The first `n` training pairs: data sizes are nested, so a larger set adds to a smaller one."""
+    train = df[df["split"] == "train"]
+    if n > len(train):
+        raise ValueError(f"data size {n} exceeds the {len(train)} training comparisons available")
+    return train.iloc[:n]
+
+
+def chosen_rejected(df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Full texts (prompt + completion) of the preferred and the other completion."""
+    a = (df["prompt"] + df["completion_a"]).tolist()
+    b = (df["prompt"] + df["completion_b"]).tolist()
+    lab = df["label"].to_numpy()
+    chosen = [x if l == 1 else y for x, y, l in zip(a, b, lab)]
+    rejected = [y if l == 1 else x for x, y, l in zip(a, b, lab)]
+    return chosen, rejected
 
 
 def evaluate(model, tokenizer, df: pd.DataFrame, lm_dir: str | None = None, readout: Readout = Readout(),

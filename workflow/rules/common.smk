@@ -121,12 +121,14 @@ def prompt_flag(wildcards, input):
 # job takes one thread: at these sizes two processes on two cores do more work than one process
 # on both (a 2-thread job also idles the second core while it waits to start).
 GOLD_REF = CFG["gold"].get("tiny", {}).get("reference")
+# the gold's own models: its reference LM, and with gold.learned the base of the gold RM
+GOLD_MODELS = {GOLD_REF} | ({CFG["gold"]["learned"]["base"]} if "learned" in CFG["gold"] else set())
 RL_CELLS = set(rl_cells(CFG))
 CELL_SEEDS = cell_seeds(CFG)
 
 
 def pretrain_priority(wildcards):
-    return 3 if wildcards.model == GOLD_REF else 2 if wildcards.model in CFG["policies"] else 1
+    return 3 if wildcards.model in GOLD_MODELS else 2 if wildcards.model in CFG["policies"] else 1
 
 
 def rl_chain_priority(wildcards):
@@ -248,8 +250,10 @@ def benchmark_pairs():
     cells = grid_cells(CFG)
     policies = sorted({p for p, _, _ in cells})
     used = set(policies) | {r for _, r, _ in cells} | ({GOLD_REF} if GOLD_REF else set())
+    used |= {CFG["gold"]["learned"]["base"]} if "learned" in CFG["gold"] else set()
     out = [("pretrain", f"{b}/pretrain/{m}.tsv") for m in sorted(used) if is_tiny(m)]
     out += [("sft", f"{b}/sft/{p}.tsv") for p in policies] if SFT else []
+    out += [("gold_rm", f"{b}/gold_rm/{x}.tsv") for x in ("pairs", "comparisons", "rm")] if "learned" in CFG["gold"] else []
     out += [(g, f"{b}/{g}/{p}{rep}.tsv") for p, rep in comparison_files() for g in ("pairs", "comparisons")]
     out += [(g, f) for p, rep in pool_files_of() for g in ("pool", "score_gold")
             for f in shard_benchmarks(f"{b}/{g}/{p}{rep}")]
@@ -339,6 +343,8 @@ def _gold_params():
     """The gold's parameters: its reference LM in the tiny world (none for an n-gram gold), the
     reward model itself for hf."""
     gold = CFG["gold"]
+    if "learned" in gold:
+        return model_params(MODELS[gold["learned"]["base"]])
     if "tiny" in gold:
         return model_params(MODELS[gold["tiny"]["reference"]]) if "reference" in gold["tiny"] else 0
     return model_params(gold)

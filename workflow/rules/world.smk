@@ -82,15 +82,18 @@ rule sft:
 
 
 GOLD = CFG["gold"]
+LEARNED = GOLD.get("learned")
+# the hand-written (or hf) gold: the gold itself, or with `gold.learned` the teacher of the learned one
+TEACHER = {"tiny": GOLD["tiny"]} if LEARNED else GOLD
 
 
 rule gold:
     input:
         reference=base_input(GOLD["tiny"]["reference"]) if "reference" in GOLD.get("tiny", {}) else [],
     output:
-        directory(f"{OUT}/gold"),
+        directory(f"{OUT}/gold_teacher" if LEARNED else f"{OUT}/gold"),
     params:
-        spec=canonical(GOLD),
+        spec=canonical(TEACHER),
         reference=lambda w, input: f"--reference {input.reference}" if input.reference else "",
         prompt_chars=CFG["world"]["prompt_chars"],
         completion_tokens=CFG["world"]["completion_tokens"],
@@ -108,6 +111,117 @@ rule gold:
         "overopt gold --spec '{params.spec}' {params.reference} --out {output}"
         " --prompt-chars {params.prompt_chars} --completion-tokens {params.completion_tokens}"
         " --seed {params.seed} > {log} 2>&1"
+
+
+if LEARNED:
+
+    rule gold_rm_pairs:
+        input:
+            policy=policy_input(LEARNED["policy"]),
+            prompts=prompt_input(),
+        output:
+            f"{OUT}/gold_rm/pairs.parquet",
+        params:
+            policy=policy_path(LEARNED["policy"]),
+            prompt_chars=CFG["world"]["prompt_chars"],
+            completion_tokens=CFG["world"]["completion_tokens"],
+            batch_size=CFG["comparisons"]["batch_size"],
+            pairs=LEARNED["pairs"],
+            val_pairs=LEARNED["val_pairs"],
+            seed=LEARNED["seed"],
+            prompts=prompt_flag,
+        log:
+            f"{OUT}/logs/gold_rm/pairs.log",
+        benchmark:
+            f"{OUT}/benchmarks/gold_rm/pairs.tsv"
+        threads: 1
+        priority: 4
+        resources:
+            mem_mb=mem(base=4000),
+            runtime=runtime(base=60),
+        conda:
+            CONDA_ENV
+        shell:
+            "overopt pairs --policy {params.policy} --out {output} --train-pairs {params.pairs}"
+            " --val-pairs {params.val_pairs} --prompt-chars {params.prompt_chars}"
+            " --completion-tokens {params.completion_tokens} --batch-size {params.batch_size}"
+            " --seed {params.seed} --threads {threads} {params.prompts} > {log} 2>&1"
+
+    rule gold_rm_labels:
+        input:
+            pairs=f"{OUT}/gold_rm/pairs.parquet",
+            teacher=f"{OUT}/gold_teacher",
+        output:
+            pairs=f"{OUT}/gold_rm/comparisons.parquet",
+            stats=f"{OUT}/gold_rm/comparisons.json",
+        log:
+            f"{OUT}/logs/gold_rm/comparisons.log",
+        benchmark:
+            f"{OUT}/benchmarks/gold_rm/comparisons.tsv"
+        threads: 1
+        priority: 4
+        resources:
+            mem_mb=mem(base=4000),
+            runtime=runtime(base=60),
+        conda:
+            CONDA_ENV
+        shell:
+            "overopt comparisons --pairs {input.pairs} --gold {input.teacher} --out {output.pairs}"
+            " --label-noise 0 --threads {threads} > {log} 2>&1"
+
+    rule gold_rm:
+        input:
+            base=base_input(LEARNED["base"]),
+            comparisons=f"{OUT}/gold_rm/comparisons.parquet",
+        output:
+            directory(f"{OUT}/gold_rm/rm"),
+        params:
+            base=base_path(LEARNED["base"]),
+            cell=f'{LEARNED["policy"]} {LEARNED["base"]}',
+            data=LEARNED["pairs"],
+            seed=LEARNED["seed"],
+            epochs=LEARNED["epochs"],
+            batch_size=LEARNED["batch_size"],
+            lr=LEARNED["lr"],
+        log:
+            f"{OUT}/logs/gold_rm/rm.log",
+        benchmark:
+            f"{OUT}/benchmarks/gold_rm/rm.tsv"
+        threads: 1
+        priority: 4
+        resources:
+            mem_mb=mem(base=4000),
+            runtime=runtime(base=120),
+        conda:
+            CONDA_ENV
+        shell:
+            # the paper's architecture: an LM with a scalar head, no readout
+            "overopt train-rm --base {params.base} --comparisons {input.comparisons} --out {output}"
+            " --cell {params.cell} --data-size {params.data} --seed {params.seed} --epochs {params.epochs}"
+            " --batch-size {params.batch_size} --lr {params.lr} --threads {threads} > {log} 2>&1"
+
+    rule gold_learned:
+        input:
+            rm=f"{OUT}/gold_rm/rm",
+        output:
+            directory(f"{OUT}/gold"),
+        params:
+            spec=canonical(GOLD),
+            prompt_chars=CFG["world"]["prompt_chars"],
+            completion_tokens=CFG["world"]["completion_tokens"],
+        log:
+            f"{OUT}/logs/gold.log",
+        threads: 1
+        priority: 4
+        resources:
+            mem_mb=mem(base=2000),
+            runtime=runtime(base=10),
+        conda:
+            CONDA_ENV
+        shell:
+            "overopt gold --spec '{params.spec}' --learned-rm {input.rm} --out {output}"
+            " --prompt-chars {params.prompt_chars} --completion-tokens {params.completion_tokens}"
+            " --seed 0 > {log} 2>&1"
 
 
 rule pairs:
