@@ -58,3 +58,16 @@ def test_sft_policy_is_what_the_pool_pairs_and_ppo_load(smoke_config, tmp_path):
     assert counts["sft"] == 2
     counts.pop("all"), counts.pop("total")
     assert {k: v for k, v in plan(validate(cfg))["jobs"].items() if v} == counts
+
+
+def test_sft_of_an_hf_policy_needs_demonstrations(smoke_config):
+    """The corpus fallback is the tiny world's: an hf policy without a demonstrations file is refused."""
+    from overopt.config import ConfigError, validate
+
+    cfg = copy.deepcopy(smoke_config)
+    cfg["models"]["p"] = {"hf": "org/policy", "params": 1e8}
+    cfg["sft"] = {"steps": 5, "lr": 1e-5}
+    with pytest.raises(ConfigError, match=r"config key 'sft.demonstrations': policy 'p'"):
+        validate(cfg)
+    cfg["sft"]["demonstrations"] = {"path": "demos.jsonl"}
+    assert validate(cfg)["sft"]["demonstrations"]["column"] == "text"

@@ -169,6 +169,12 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
             if spec.get("lora"):
                 raise ConfigError(f"config key 'models.{name}.quantize': a LoRA policy's pi_init is its own weights "
                                   "with the adapter disabled, so there is no separate frozen copy to quantize")
+    sft = config.get("sft")
+    if sft and not sft.get("demonstrations"):
+        hf = [p for p in config["policies"] if "hf" in models[p]]
+        if hf:
+            raise ConfigError(f"config key 'sft.demonstrations': policy {hf[0]!r} is an hf model; give it demonstrations "
+                              "(a file), the corpus fallback is the tiny world's")
     learned = config["gold"].get("learned")
     if learned and "tiny" not in config["gold"]:
         raise ConfigError("config key 'gold.learned': its teacher is the hand-written gold of 'gold.tiny', which is missing")

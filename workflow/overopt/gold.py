@@ -279,12 +279,16 @@ class LearnedGold:
 
     def __init__(self, rm_dir: Path):
         from .rm import load_proxy
+        from .templates import proxy_template
 
         self.model, self.tokenizer, _, _ = load_proxy(rm_dir)
+        self.template = proxy_template(rm_dir)
 
     def score(self, prompts: list[str], completions: list[str]) -> np.ndarray:
         from .rm import score_texts
+        from .templates import render
 
+        prompts, completions = render(self.tokenizer, self.template, prompts, completions)  # as it was trained
         return np.asarray(score_texts(self.model, self.tokenizer, prompts, completions), dtype=np.float64)
 
 

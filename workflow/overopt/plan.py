@@ -71,6 +71,10 @@ class Costs:
         self.seq = self.prompt_tokens + cfg["world"]["completion_tokens"]
         c = cfg["cluster"]
         self.rate = c["mfu"] * c["peak_tflops"] * 1e12
+        # a policy's comparison sample: its cells' largest data size, and the validation pairs
+        self.train_pairs = {}
+        for p, _, d in cell_seeds(cfg):
+            self.train_pairs[p] = max(self.train_pairs.get(p, 0), d)
 
     # ---- which jobs hold a GPU, and what a model costs in memory
     def on_gpu(self, *models: str) -> bool:
@@ -112,7 +116,7 @@ class Costs:
         """(FLOPs, GPU bytes) of one job of `rule` (shard rules: `shard`, the shard's index)."""
         cfg, P, Pg, seq = self.cfg, self.P, self.Pg, self.seq
         cmp, bon, tr, rl = cfg["comparisons"], cfg["bon"], cfg["rm_train"], cfg["rl"]
-        pairs = cmp["train_pairs"] + cmp["val_pairs"]
+        pairs = self.train_pairs.get(policy, cmp["train_pairs"]) + cmp["val_pairs"]
         reads = 2 if tr.get("base_loglik") else 1
         base = rule.removesuffix("_shard")
         n_pool = self.pool_prompts(shard) * bon["samples"]
@@ -239,13 +243,13 @@ def jobs_of(cfg: dict) -> list[Job]:
         pool_job[(p, rp)] = sharded("pool", (p, rp), lambda k, p=p: [pi_init[p], *prompts], (p, rp) in rl_pools, policy=p)
         gold_job[(p, rp)] = sharded("score_gold", (p, rp), lambda k, pp=pool_part: [pp(k), gold])
     tr = cfg["rm_train"]
-    loglik_pool = {}
     if tr.get("base_loglik"):
         for p, r, rp in sorted({(p, r, rep("comparisons", s)) for (p, r, d), seeds in seeds_of.items() for s in seeds}):
-            add("loglik_pairs", (p, r, rp), [base(r), ("pairs", (p, rp))], rm=r)
+            add("loglik_pairs", (p, r, rp), [base(r), ("pairs", (p, rp))], policy=p, rm=r)
         for p, r, rp in sorted({(p, r, rep("pool", s)) for (p, r, d), seeds in scored.items() for s in seeds}):
             pool_part = lambda k, p=p, rp=rp: ("pool_shard", (p, rp, k)) if k is not None else ("pool", (p, rp))
-            loglik_pool[(p, r, rp)] = sharded("loglik_pool", (p, r, rp), lambda k, pp=pool_part, r=r: [base(r), pp(k)], rm=r)
+            # sharded, each proxy shard reads its own table: no merge
+            sharded("loglik_pool", (p, r, rp), lambda k, pp=pool_part, r=r: [base(r), pp(k)], merge=False, rm=r)
     rm_job, score_job = {}, {}
     for (p, r, d), seeds in seeds_of.items():
         for s in seeds:
@@ -283,7 +287,7 @@ def jobs_of(cfg: dict) -> list[Job]:
     return jobs
 
 
-MERGE = {"pool": "merge_pool", "score_gold": "merge_gold", "loglik_pool": "merge_loglik_pool", "score_proxy": "merge_scores"}
+MERGE = {"pool": "merge_pool", "score_gold": "merge_gold", "score_proxy": "merge_scores"}
 
 
 def critical_path(jobs: list[Job], hours) -> tuple[float, list[Job]]:

@@ -151,6 +151,13 @@ def rm_readout_flags(name):
             + (" --readout-cap" if CFG["rm_train"]["readout_cap"] else ""))
 
 
+def loglik_shard_input(wildcards):
+    """A pool shard's likelihood table under the proxy's base, for proxies with the readout."""
+    if not CFG["rm_train"]["base_loglik"]:
+        return []
+    return [f"{OUT}/loglik/{wildcards.policy}/{wildcards.rm}{pool_rep(wildcards.seed)}.pool/shard{wildcards.shard}.parquet"]
+
+
 def loglik_input(wildcards, texts):
     """The proxy base's log-likelihood table of the comparison pairs or the pool, for proxies with
     the base-likelihood readout: made once per (policy, base, replicate), read by every data size."""
@@ -363,6 +370,18 @@ def mem(*roles, base):
 
     def mem_mb(wildcards, attempt):
         return int((base + BYTES_PER_PARAM * job_params(wildcards, roles) / 1e6) * 2 ** (attempt - 1))
+
+    return mem_mb
+
+
+def pool_mem(base):
+    """mem_mb of a job holding a whole pool's texts in memory (the merge of its shards): `base`
+    plus about twice its characters, doubled per attempt."""
+    bon, world = CFG["bon"], CFG["world"]
+    chars = bon["prompts"] * bon["samples"] * (world["prompt_chars"] + 8 * world["completion_tokens"])
+
+    def mem_mb(wildcards, attempt):
+        return int((base + 2 * chars / 1e6) * 2 ** (attempt - 1))
 
     return mem_mb
 

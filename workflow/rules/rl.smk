@@ -32,7 +32,7 @@ rule ppo:
         mem_mb=mem("policy", "policy", "rm", "gold", base=4000),
         runtime=runtime("policy", base=120, rule="ppo"),
         gpu_mem_mb=gpu_mem("ppo"),
-        gpu=lambda w: gpus(w.policy, w.rm),
+        gpu=lambda w: max(gpus(w.policy, w.rm), 1 if "hf" in CFG["gold"] else 0),  # it evaluates under the gold
     conda:
         CONDA_ENV
     shell:

@@ -93,12 +93,12 @@ rule score_proxy_shard:
     input:
         pool=lambda w: f"{OUT}/pool/{w.policy}{pool_rep(w.seed)}/shard{w.shard}.parquet",
         rm=f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}",
-        loglik=lambda w: loglik_input(w, "pool"),
+        loglik=lambda w: loglik_shard_input(w),
     output:
         f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}/shard{{shard}}.parquet",
     params:
         dtype=CFG["bon"]["score_dtype"],
-        loglik=lambda w: "".join(f"--loglik {f}" for f in loglik_input(w, "pool")),
+        loglik=lambda w: "".join(f"--loglik {f}" for f in loglik_shard_input(w)),
     log:
         f"{OUT}/logs/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}/shard{{shard}}.log",
     benchmark:
@@ -117,7 +117,9 @@ rule score_proxy_shard:
         " --out {output} --dtype {params.dtype} {params.loglik} --threads {threads} > {log} 2>&1"
 
 
-# Merges read and write tables, no model: seconds of work, run where Snakemake runs (localrules).
+# Merges read and write tables and load no model; they are jobs like the rest (on a cluster, a
+# merged pool of millions of texts is no work for the login node). A proxy's likelihood readout
+# reads its shard's table, so those tables are never merged.
 rule merge_pool:
     input:
         lambda w: shard_files(f"{OUT}/pool/{w.policy}{w.rep}", ".parquet"),
@@ -126,8 +128,9 @@ rule merge_pool:
     log:
         f"{OUT}/logs/pool/{{policy}}{{rep}}.merge.log",
     threads: 1
+    priority: 2
     resources:
-        mem_mb=mem(base=4000),
+        mem_mb=pool_mem(base=4000),
         runtime=runtime(base=10),
     conda:
         CONDA_ENV
@@ -143,6 +146,7 @@ rule merge_gold:
     log:
         f"{OUT}/logs/score_gold/{{policy}}{{rep}}.merge.log",
     threads: 1
+    priority: 3
     resources:
         mem_mb=mem(base=4000),
         runtime=runtime(base=10),
@@ -150,23 +154,6 @@ rule merge_gold:
         CONDA_ENV
     shell:
         "overopt merge-shards --kind gold --shards {input} --out {output} > {log} 2>&1"
-
-
-rule merge_loglik_pool:
-    input:
-        lambda w: shard_files(f"{OUT}/loglik/{w.policy}/{w.rm}{w.rep}.pool", ".parquet"),
-    output:
-        f"{OUT}/loglik/{{policy}}/{{rm}}{{rep}}.pool.parquet",
-    log:
-        f"{OUT}/logs/loglik/{{policy}}/{{rm}}{{rep}}.pool.merge.log",
-    threads: 1
-    resources:
-        mem_mb=mem(base=4000),
-        runtime=runtime(base=10),
-    conda:
-        CONDA_ENV
-    shell:
-        "overopt merge-shards --kind table --shards {input} --out {output} > {log} 2>&1"
 
 
 rule merge_scores:
