@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -67,6 +68,34 @@ def test_direct_gpt2_decoder_matches_the_hf_forward_and_generic_loop(monkeypatch
     monkeypatch.setenv("OVEROPT_ENGINE", "hf")
     slow = models.sample(model, x, 20, banned=banned, generator=torch.Generator().manual_seed(1))
     assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize("engine", ["direct", "hf"])
+def test_sampler_scores_equal_a_second_pass_over_its_samples(monkeypatch, engine):
+    """`sample(return_scores=True)` draws the same tokens as without, and its log-probabilities
+    (banned tokens masked) and hidden states are those of a full pass over prompt + completion,
+    the pass PPO made after every rollout: the same numbers to float rounding."""
+    import overopt.models as models
+    from overopt.ppo import masked_logprobs
+    from transformers import GPT2LMHeadModel
+
+    if engine == "hf":
+        monkeypatch.setenv("OVEROPT_ENGINE", "hf")
+    tok = build_char_tokenizer(corpus_split()[0])
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(models.tiny_config({"n_layer": 2, "n_embd": 32, "n_head": 4}, tok)).eval()
+    banned = banned_token_ids(tok)
+    x = torch.randint(4, 97, (6, 7))
+    y = models.sample(model, x, 12, banned=banned, generator=torch.Generator().manual_seed(2))
+    y2, logp, h = models.sample(model, x, 12, banned=banned, generator=torch.Generator().manual_seed(2),
+                                return_scores=True)
+    assert torch.equal(y, y2)
+    with torch.no_grad():
+        full_logp, full_h = masked_logprobs(model, torch.cat([x, y], 1), 7, banned, return_hidden=True)
+    assert logp.shape == (6, 12) and h.shape == (6, 12, 32)
+    torch.testing.assert_close(logp, full_logp, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h, full_h, rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(logp).all() and logp.std() > 0.1  # real scores, not a constant
 
 
 def test_direct_passes_equal_the_hf_forward_on_padded_batches_with_gradients(monkeypatch):

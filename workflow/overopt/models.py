@@ -320,7 +320,8 @@ class _GPT2Decoder:
                 y = torch.softmax(q @ keys.transpose(-1, -2) * q.shape[-1] ** -0.5, -1) @ values
             x = _mlp(blk, _attn_out(blk, x, y), self.c)
         self.pos = p0 + t
-        return _ln_f(self.tr, x.view(B, t, C)[:, -1]) @ self.head.T
+        self.hidden = _ln_f(self.tr, x.view(B, t, C)[:, -1])  # the final hidden state that predicts the next token
+        return self.hidden @ self.head.T
 
 
 def gpt2_hidden_with_prefix(model, prompt_ids, ids: torch.Tensor, owner=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -438,38 +439,52 @@ def sample(
     temperature: float = 1.0,
     banned: list[int] | None = None,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
+    return_scores: bool = False,
+):
     """Sample fixed-length completions for equal-length prompts with a KV cache.
 
     A plain loop rather than `generate`: at tiny sizes `generate`'s per-step bookkeeping costs
     more than the forward pass itself. GPT-2 models (the tiny world's) run through the direct
     decoder above; every other model through `model(..., past_key_values=...)`.
+
+    `return_scores`: also each sampled token's log-probability under the sampling distribution
+    (banned tokens masked, at `temperature`) and the final hidden state that predicted it, (B, T)
+    and (B, T, C): what a second forward pass over prompt + completion would give, to float
+    rounding (tests/test_models.py), without that pass.
     """
     model.eval()
     logits_bias = torch.zeros(model.config.vocab_size, device=prompt_ids.device)
     if banned:
         logits_bias[banned] = -float("inf")
     if direct_gpt2(model):
-        step = _GPT2Decoder(model, prompt_ids.shape[0], prompt_ids.shape[1] + max_new_tokens - 1)
+        dec = _GPT2Decoder(model, prompt_ids.shape[0], prompt_ids.shape[1] + max_new_tokens - 1)
+        step, hidden = dec, lambda: dec.hidden
     else:
-        past = None
+        past, last_h = None, None
 
         def step(ids):
-            nonlocal past
-            out = model(input_ids=ids, past_key_values=past, use_cache=True)
+            nonlocal past, last_h
+            out = model(input_ids=ids, past_key_values=past, use_cache=True, output_hidden_states=return_scores)
             past = out.past_key_values
+            if return_scores:
+                last_h = out.hidden_states[-1][:, -1]
             return out.logits[:, -1, :]
 
+        hidden = lambda: last_h
     logits = step(prompt_ids)
-    new = []
+    new, logps, hs = [], [], []
     for t in range(max_new_tokens):
-        probs = torch.softmax(logits.float() / temperature + logits_bias, dim=-1)
-        nxt = torch.multinomial(probs, 1, generator=generator)
+        z = logits.float() / temperature + logits_bias
+        nxt = torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator)
         new.append(nxt)
+        if return_scores:
+            logps.append(torch.log_softmax(z, dim=-1).gather(-1, nxt))
+            hs.append(hidden())
         if t + 1 == max_new_tokens:
             break
         logits = step(nxt)
-    return torch.cat(new, dim=1)
+    y = torch.cat(new, dim=1)
+    return (y, torch.cat(logps, 1), torch.stack(hs, 1)) if return_scores else y
 
 
 def sample_texts(

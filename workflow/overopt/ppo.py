@@ -248,10 +248,9 @@ def run_ppo(
         kls, comps = [], [""] * len(ev_prompts)
         for idx, ev_x in ev_batches:
             with autocast():
-                y = sample(policy, ev_x, completion_tokens, banned=banned, generator=ev_g)
-                seq = torch.cat([ev_x, y], 1)
-                kls.append(sampled_kl(masked_logprobs(policy, seq, ev_x.shape[1], banned),
-                                      ref_logprobs(seq, ev_x.shape[1])))
+                # the sampler's own log-probs of its tokens: no second pass of the policy
+                y, logp, _ = sample(policy, ev_x, completion_tokens, banned=banned, generator=ev_g, return_scores=True)
+                kls.append(sampled_kl(logp, ref_logprobs(torch.cat([ev_x, y], 1), ev_x.shape[1])))
             for i, c in zip(idx, decode_ids(tok, y.cpu())):
                 comps[i] = c
         kl = torch.cat(kls)
@@ -286,9 +285,9 @@ def run_ppo(
         P = x.shape[1]
         with torch.no_grad():
             with autocast():
-                y = sample(policy, x, completion_tokens, banned=banned, generator=g)
+                # the rollout's log-probs and hidden states come from the sampler itself
+                y, old_logp, h = sample(policy, x, completion_tokens, banned=banned, generator=g, return_scores=True)
                 seq = torch.cat([x, y], 1)
-                old_logp, h = masked_logprobs(policy, seq, P, banned, return_hidden=True)
                 # pi_init's log-probs enter the reward only through the penalty
                 ref_logp = ref_logprobs(seq, P) if cfg.kl_penalty else old_logp
             old_v = value(h.float())  # the value head in float32, as in the updates below
