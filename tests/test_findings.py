@@ -10,7 +10,7 @@ from overopt.bootstrap import Draw, draws
 from overopt.cli import main as cli
 from overopt.estimator import bon_kl, n_grid
 from overopt.fit import extrapolation_error, fit_curve, predict
-from overopt.protocol import NOT_REACHED, Cell, View, findings, first_d, peak
+from overopt.protocol import NOT_REACHED, Cell, View, findings, first_d, peak, spearman
 from overopt.scaling import forecast_table
 
 SIZES = {"r1": 10_000, "r2": 100_000, "r3": 1_000_000}
@@ -141,6 +141,23 @@ def test_a_cell_with_fewer_replicates_maps_the_same_draw_onto_its_own():
     dr = Draw(np.array([0.1, 0.6, 0.9, 0.3]), np.array([[0.5]]))
     assert dr.rep_index(4).tolist() == [0, 2, 3, 1] and dr.rep_index(2).tolist() == [0, 1]
     assert Draw(None, None).rep_index(3).tolist() == [0, 1, 2]
+
+
+def test_spearman_equals_scipys_with_ties_and_nans():
+    """The protocol's own rank correlation gives scipy's `spearmanr` on small samples with ties,
+    and NaN where scipy's is NaN or a side is constant."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 4, 5, 8):
+        for _ in range(200):
+            x, y = rng.integers(0, 4, n).astype(float), rng.normal(size=n).round(1)
+            if rng.random() < 0.1:
+                y[rng.integers(n)] = np.nan
+            want = float("nan") if np.ptp(x) == 0 or np.ptp(y) == 0 else float(spearmanr(x, y).statistic)
+            got = spearman(x, y)
+            assert (np.isnan(got) and np.isnan(want)) or got == pytest.approx(want, abs=1e-15), (x, y)
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
 
 
 def test_peak_and_first_d():

@@ -105,13 +105,25 @@ def slope(x, y) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def spearman(x, y) -> float:
-    from scipy.stats import spearmanr
+def _ranks(v: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties at their average rank (scipy's `rankdata`, exact for these sizes)."""
+    order = np.argsort(v, kind="mergesort")
+    s = v[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    ends = np.r_[starts[1:], len(v)]
+    r = np.empty(len(v))
+    r[order] = np.repeat((starts + ends + 1) / 2, ends - starts)
+    return r
 
-    y = np.asarray(y, float)
-    if len(x) < 2 or np.ptp(y) == 0 or np.ptp(np.asarray(x, float)) == 0:
+
+def spearman(x, y) -> float:
+    """Spearman's rho as scipy's `spearmanr` computes it (the Pearson correlation of average ranks;
+    NaN where either side is constant or holds a NaN), without its per-call overhead: the
+    bootstrap calls it tens of thousands of times."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or np.ptp(y) == 0 or np.ptp(x) == 0 or np.isnan(x).any() or np.isnan(y).any():
         return float("nan")
-    return float(spearmanr(x, y).statistic)
+    return float(np.corrcoef(np.column_stack([_ranks(x), _ranks(y)]), rowvar=False)[1, 0])
 
 
 def peak(d: np.ndarray, g: np.ndarray) -> tuple[float, float, int]:
@@ -189,34 +201,49 @@ def combine(statuses: list[str]) -> str:
     return "FAIL" if "FAIL" in statuses else "INCONCLUSIVE"
 
 
-def evaluate(fid: str, name: str, parts: list[Part], cells: dict, boot: list[Draw], replicates: list,
-             prompt_boot: list[Draw]) -> Result:
+class Views:
+    """The views every finding reads, made once per draw and shared by all findings: a curve
+    resampled by one draw is computed once, whichever findings read it."""
+
+    def __init__(self, cells: dict, boot: list[Draw], replicates: list, prompt_boot: list[Draw]):
+        self.cells, self.replicates, self.prompt_boot = cells, replicates, prompt_boot
+        self.point = View(cells, Draw(None, None))
+        self.boot = [View(cells, dr) for dr in boot]
+        self._own = {}
+
+    def own(self, s) -> tuple[View, list[View]]:
+        """Replicate s alone: its view as measured and under each prompt-only draw."""
+        if s not in self._own:
+            self._own[s] = (View(self.cells, Draw(None, None), only=s),
+                            [View(self.cells, dr, only=s) for dr in self.prompt_boot])
+        return self._own[s]
+
+
+def evaluate(fid: str, name: str, parts: list[Part], views: Views) -> Result:
     """The pooled test on every part (bootstrap over replicates and prompts), then the same rule
     within each replicate (bootstrap over that replicate's prompts): "holds in k of R"."""
     if not parts:
         return Result(fid, name, "SKIP", "not testable on this grid")
-    point_view = View(cells, Draw(None, None))
-    views = [View(cells, dr) for dr in boot]
+    point_view = views.point
     texts, statuses = [], []
     for part in parts:
         point = part.stat(point_view)
-        values = np.array([part.stat(v) for v in views]) if part.rule != "r2" else np.array([])
+        values = np.array([part.stat(v) for v in views.boot]) if part.rule != "r2" else np.array([])
         extra_ok = part.extra(point_view) if part.extra else True
         st, q = judge(part, point, values, extra_ok)
         statuses.append(st)
         texts.append(f"{part.label}: {part.fmt.format(point)}{q}" + ("" if extra_ok else f" ({part.unmet})"))
     k, R = 0, 0
-    for s in replicates:
+    for s in views.replicates:
         own = []
+        pv, own_views = views.own(s)
         for part in parts:
-            pv = View(cells, Draw(None, None), only=s)
             try:
                 point = part.stat(pv)
             except KeyError:  # a cell this replicate does not have
                 own = None
                 break
-            values = (np.array([part.stat(View(cells, dr, only=s)) for dr in prompt_boot])
-                      if part.rule != "r2" else np.array([]))
+            values = np.array([part.stat(v) for v in own_views]) if part.rule != "r2" else np.array([])
             own.append(judge(part, point, values, part.extra(pv) if part.extra else True)[0])
         if own is None:
             continue
@@ -285,7 +312,8 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
     boot = draws(B, seed, R, P)
     prompt_boot = [Draw(None, dr.prompts) for dr in draws(B, seed + 1, R, P)]
     replicates = sorted({s for c in allc.values() for s in c.seeds})
-    ev = lambda fid, name, parts: evaluate(fid, name, parts, allc, boot, replicates, prompt_boot)
+    views = Views(allc, boot, replicates, prompt_boot)
+    ev = lambda fid, name, parts: evaluate(fid, name, parts, views)
 
     def main_cells(method, penalty=0.0):
         out = {}
