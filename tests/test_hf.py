@@ -82,7 +82,9 @@ def test_hf_smoke_pipeline(smoke_config, world, tmp_path):
     assert metrics["trainable_params"] < 0.2 * metrics["params"]
     # PPO with a LoRA policy: its reference is the adapter-disabled policy, identical at step 0
     rl = pd.read_csv(res / "rl/p/r2/n64/kl0/s0.csv")
-    assert rl["kl"].iloc[0] == 0.0 and rl["step"].iloc[-1] == cfg["rl"]["steps"]
+    # at step 0 the adapter is a no-op: pi_init's KL to itself, to float rounding (the sampler's
+    # cached pass against a full pass)
+    assert abs(rl["kl"].iloc[0]) < 1e-5 and rl["step"].iloc[-1] == cfg["rl"]["steps"]
     assert rl["kl"].iloc[-1] != 0.0  # the adapter did move the policy
     assert '"quantize": "4bit"' in (res / "gold/gold.json").read_text()
     scores = pd.read_parquet(res / "scores/p/r2/n64/s0.parquet")
@@ -283,7 +285,7 @@ def test_killed_lora_ppo_run_resumes_to_the_same_csv(world, tmp_path):
     assert keys and all("lora_" in k for k in keys), keys
     resumed = _toy_ppo(world, policy, tmp_path, "part.csv")
     pd.testing.assert_frame_equal(whole, resumed)
-    assert whole["kl"].iloc[0] == 0.0 and whole["kl"].iloc[-1] > 0
+    assert abs(whole["kl"].iloc[0]) < 1e-5 and whole["kl"].iloc[-1] > 0
 
 
 def test_quantized_pi_init_reference_is_a_separate_frozen_copy(world, tmp_path):
@@ -298,7 +300,7 @@ def test_quantized_pi_init_reference_is_a_separate_frozen_copy(world, tmp_path):
     assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in load_causal(spec, frozen=True).modules())
     assert not any(isinstance(m, bnb.nn.Linear8bitLt) for m in load_causal(spec).modules())
     run = _toy_ppo(world, spec, tmp_path, "q.csv", steps=2)
-    assert run["kl"].iloc[0] != 0.0 and abs(run["kl"].iloc[0]) < 0.05
+    assert 1e-5 < abs(run["kl"].iloc[0]) < 0.05  # beyond float rounding, within quantization error
 
 
 def test_proxy_scores_reuse_the_prompt_cache_only_where_bpe_splits_at_the_prompt(world, monkeypatch):
