@@ -6,7 +6,7 @@ predicted wall time on more cores, and this machine's speed.
 Runs `snakemake --cores N` from an empty results directory in a fresh work directory (nothing
 reused from an earlier run), then prints:
 
-- the wall time, and the summed job wall time and job count per rule (each job's `benchmark:`
+- the wall time, and the summed job wall and CPU time and job count per rule (each job's `benchmark:`
   file: the numbers to compare between two versions on one machine);
 - every job's time from Snakemake's own records (start to end, aggregation jobs included), the
   critical path (the longest chain of jobs) and the wall time a greedy schedule of those jobs

@@ -67,9 +67,8 @@ def scaling_rows(scaling: pd.DataFrame) -> pd.DataFrame:
 
 
 def timing_table(benchmarks: list[tuple[str, str]]) -> pd.DataFrame:
-    """Job wall and CPU seconds by group of jobs, from (group, `benchmark:` file) pairs. Wall
-    time counts whatever else ran on the machine; CPU time (the job's processes on a CPU) much
-    less so, which makes it the one to compare between runs on a shared machine."""
+    """Job wall and CPU seconds by group of jobs, from (group, `benchmark:` file) pairs; CPU
+    seconds are those the job's processes ran, without the time they waited for a core."""
     rows = []
     for group, f in benchmarks:
         head, values = (line.split("\t") for line in Path(f).read_text().splitlines()[:2])
