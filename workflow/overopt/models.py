@@ -475,6 +475,7 @@ def sample(
     new, logps, hs = [], [], []
     for t in range(max_new_tokens):
         z = logits.float() / temperature + logits_bias
+        # softmax, not exp(log_softmax): the draws stay bit-identical to pools already sampled
         nxt = torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator)
         new.append(nxt)
         if return_scores:
