@@ -11,8 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# one batch size for every caller, so that a table and an in-job computation batch alike
-BATCH_SIZE = 256
+
+def batch_size() -> int:
+    """One batch size for every caller, so that a table and an in-job computation batch alike."""
+    from .batches import LOGLIK, rows
+
+    return rows(LOGLIK)
 
 
 class FrozenLM:
@@ -36,7 +40,7 @@ class FrozenLM:
     def __call__(self, prompts: list[str], completions: list[str]) -> np.ndarray:
         from .models import completion_logprobs
 
-        return completion_logprobs(self.lm, self.tok, prompts, completions, batch_size=BATCH_SIZE)
+        return completion_logprobs(self.lm, self.tok, prompts, completions, batch_size=batch_size())
 
 
 def pairs_table(lm_dir: str, comparisons: str, out: str, threads: int = 1) -> None:

@@ -28,13 +28,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from .config import cell_seeds, model_params, rl_cells, rl_runs, rl_seeds
+from .batches import LOGLIK, SCORE
 
 CHARS_PER_TOKEN = 4
 UNKNOWN_PARAMS = 1_000_000_000  # a hub id with no `params:` and no local config.json
 VOCAB = 50_304  # GPT-NeoX / Pythia; logits are the largest activation of a log-prob pass
 GOLD_BATCH = 64  # gold.HFGold's batch
-SCORE_BATCH = 512  # rm.rewards_by_prompt's
-LOGLIK_BATCH = 256  # loglik.BATCH_SIZE
 GIB = 2**30
 
 
@@ -143,13 +142,13 @@ class Costs:
         if base == "score_gold":
             return n_pool * seq * 2 * Pg, self._gpu("gold", mem=self._weights("gold", True) + self._kv("gold", GOLD_BATCH))
         if base == "loglik_pairs":
-            return 2 * pairs * seq * 2 * P[rm], self._gpu(rm, mem=self._weights(rm, True) + self._logits(LOGLIK_BATCH))
+            return 2 * pairs * seq * 2 * P[rm], self._gpu(rm, mem=self._weights(rm, True) + self._logits(LOGLIK["cuda"]))
         if base == "loglik_pool":
             return self.pool_tokens(self.pool_prompts(shard)) * 2 * P[rm], self._gpu(
-                rm, mem=self._weights(rm, True) + self._logits(LOGLIK_BATCH))
+                rm, mem=self._weights(rm, True) + self._logits(LOGLIK["cuda"]))
         if base == "score_proxy":
             return self.pool_tokens(self.pool_prompts(shard)) * 2 * P[rm], self._gpu(
-                rm, mem=self._weights(rm, True) + self._kv(rm, SCORE_BATCH))
+                rm, mem=self._weights(rm, True) + self._kv(rm, SCORE["cuda"]))
         if base == "train_rm":
             flops = tr["epochs"] * 2 * data * seq * 6 * P[rm] + 2 * cmp["val_pairs"] * seq * 2 * P[rm]
             return flops, self._gpu(rm, mem=self._trained(rm, 2 * tr["batch_size"] * seq)

@@ -294,12 +294,12 @@ def load_proxy(rm_dir: str | Path):
 
 def loglik_readout(lm, readout: Readout, tokenizer, prompts: list[str], completions: list[str]) -> np.ndarray | float:
     """The base-likelihood part of a proxy's score (0 for a proxy without one)."""
-    from .loglik import BATCH_SIZE
+    from .loglik import batch_size
     from .models import completion_logprobs
 
     if lm is None:
         return 0.0
-    return readout(completion_logprobs(lm, tokenizer, prompts, completions, batch_size=BATCH_SIZE))
+    return readout(completion_logprobs(lm, tokenizer, prompts, completions, batch_size=batch_size()))
 
 
 def score_texts(model, tokenizer, prompts: list[str], completions: list[str]) -> np.ndarray:
@@ -311,7 +311,7 @@ def score_texts(model, tokenizer, prompts: list[str], completions: list[str]) ->
     return rewards(model, tokenizer, [p + c for p, c in zip(prompts, completions)])
 
 
-def rewards_by_prompt(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 512,
+def rewards_by_prompt(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int | None = None,
                       dtype: torch.dtype = torch.float32) -> np.ndarray:
     """Rewards of prompt + completion, the same numbers as `rewards` on the joined texts, but
     each distinct prompt is run through the model once and its keys/values reused for all of its
@@ -324,6 +324,9 @@ def rewards_by_prompt(model, tokenizer, prompts: list[str], completions: list[st
     resolution and near-ties their order. On the default study's 357k proxy: 2.1x faster on an AMX
     CPU (9.6x slower where bf16 is emulated: `util.native_bf16`), mean |difference| 0.0018
     against float32 for scores of s.d. 0.72, the same best sample for every prompt (measured)."""
+    from .batches import SCORE, rows
+
+    batch_size = batch_size or rows(SCORE)
     model.eval()
     out = np.empty(len(prompts), dtype=np.float64)
     groups, rest = split_at_prompts(tokenizer, prompts, completions)
