@@ -48,9 +48,12 @@ def tiny_config(spec: dict, tokenizer):
 
 def load_tokenizer(path: str | Path):
     """The tokenizer of a model ref (a directory, or an `hf:` spec file with its own `tokenizer:`)."""
-    from transformers import AutoTokenizer
-
+    from . import plain
     from .hf import tokenizer_source
+
+    if plain.tokenizer_loadable(tokenizer_source(path)):
+        return plain.Tokenizer(tokenizer_source(path))
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_source(path))
     if tok.pad_token_id is None:  # most causal-LM tokenizers ship without one
@@ -64,6 +67,10 @@ def load_tokenizer(path: str | Path):
 
 def load_causal(path: str | Path, dtype=torch.float32, frozen: bool = False):
     """A causal LM from a ref; `frozen` uses honour the spec's `quantize:`."""
+    from . import plain
+
+    if dtype == torch.float32 and plain.loadable(path):
+        return plain.load(path, "lm")
     from transformers import AutoModelForCausalLM
 
     from .hf import from_pretrained_kwargs, read_spec, to_device
@@ -78,6 +85,10 @@ def load_reward(path: str | Path, dtype=torch.float32, pad_token_id: int | None 
     A LoRA proxy's directory holds only its adapter and head: its frozen base is loaded from
     the spec it recorded, and the adapter put back on top.
     """
+    from . import plain
+
+    if dtype == torch.float32 and plain.loadable(path):
+        return plain.load(path, "reward", pad_token_id)
     from transformers import AutoModelForSequenceClassification
 
     from .hf import ADAPTER_BASE, from_pretrained_kwargs, is_adapter_dir, read_spec, to_device
@@ -204,11 +215,16 @@ def direct_gpt2(model) -> bool:
     dispatching modules as in its matmuls; the direct passes are the matmuls (same weights, same
     numbers to float rounding: tests/test_models.py). Dropout is honoured only by the HF pass, so a
     model in training mode qualifies only when its dropout is zero (the tiny world's is).
-    `OVEROPT_ENGINE=hf` sends every model through the HF pass (to compare the two)."""
-    import transformers
+    `OVEROPT_ENGINE=hf` sends every model through the HF pass (to compare the two). A `plain.GPT2`
+    has no other pass."""
+    from .plain import GPT2
 
     if os.environ.get("OVEROPT_ENGINE") == "hf":
         return False
+    if isinstance(model, GPT2):
+        return model.transformer.wte.weight.dtype == torch.float32 and not torch.is_autocast_enabled(model.device.type)
+    import transformers
+
     c = model.config
     return (any(type(model) is getattr(transformers, cls) for cls in _DIRECT)
             and c.activation_function in _GELU and c.scale_attn_weights
