@@ -80,41 +80,44 @@ class Config:
         return {**self._d, **{k: v for k, v in self.__dict__.items() if not k.startswith("_")}}
 
 
-class Conv1D(nn.Module):
-    """GPT-2's linear layer: y = x @ weight + bias, weight stored (in, out)."""
+class Tensors(nn.Module):
+    """Named parameters of the given shapes, left uninitialised (loading fills them): no
+    initialiser runs and torch's global generator is not drawn from. Holds a layer norm's `eps`."""
 
-    def __init__(self, n_in: int, n_out: int):
+    def __init__(self, eps: float | None = None, **shapes):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_in, n_out))
-        self.bias = nn.Parameter(torch.empty(n_out))
+        for name, shape in shapes.items():
+            setattr(self, name, nn.Parameter(torch.empty(shape)))
+        if eps is not None:
+            self.eps = eps
 
 
-class Attention(nn.Module):
-    def __init__(self, C: int):
-        super().__init__()
-        self.c_attn, self.c_proj = Conv1D(C, 3 * C), Conv1D(C, C)
+def _linear(n_in: int, n_out: int) -> Tensors:  # GPT-2's Conv1D: y = x @ weight + bias
+    return Tensors(weight=(n_in, n_out), bias=(n_out,))
 
 
-class MLP(nn.Module):
-    def __init__(self, C: int):
-        super().__init__()
-        self.c_fc, self.c_proj = Conv1D(C, 4 * C), Conv1D(4 * C, C)
+def _norm(C: int, eps: float) -> Tensors:
+    return Tensors(eps, weight=(C,), bias=(C,))
 
 
 class Block(nn.Module):
     def __init__(self, C: int, eps: float):
         super().__init__()
-        self.ln_1, self.attn = nn.LayerNorm(C, eps=eps), Attention(C)
-        self.ln_2, self.mlp = nn.LayerNorm(C, eps=eps), MLP(C)
+        self.ln_1 = _norm(C, eps)
+        self.attn = nn.Module()
+        self.attn.c_attn, self.attn.c_proj = _linear(C, 3 * C), _linear(C, C)
+        self.ln_2 = _norm(C, eps)
+        self.mlp = nn.Module()
+        self.mlp.c_fc, self.mlp.c_proj = _linear(C, 4 * C), _linear(4 * C, C)
 
 
 class Body(nn.Module):
     def __init__(self, c: Config):
         super().__init__()
         eps = getattr(c, "layer_norm_epsilon", 1e-5)
-        self.wte, self.wpe = nn.Embedding(c.vocab_size, c.n_embd), nn.Embedding(c.n_positions, c.n_embd)
+        self.wte, self.wpe = Tensors(weight=(c.vocab_size, c.n_embd)), Tensors(weight=(c.n_positions, c.n_embd))
         self.h = nn.ModuleList(Block(c.n_embd, eps) for _ in range(c.n_layer))
-        self.ln_f = nn.LayerNorm(c.n_embd, eps=eps)
+        self.ln_f = _norm(c.n_embd, eps)
 
 
 class GPT2(nn.Module):
@@ -126,10 +129,10 @@ class GPT2(nn.Module):
         self.config, self.kind = config, kind
         self.transformer = Body(config)
         if kind == "lm":
-            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-            self.lm_head.weight = self.transformer.wte.weight
+            self.lm_head = nn.Module()
+            self.lm_head.weight = self.transformer.wte.weight  # tied
         else:
-            self.score = nn.Linear(config.n_embd, 1, bias=False)
+            self.score = Tensors(weight=(1, config.n_embd))
 
     @property
     def device(self) -> torch.device:
@@ -155,8 +158,8 @@ class GPT2(nn.Module):
 
 
 def load(path: str | Path, kind: str, pad_token_id: int | None = None) -> GPT2:
-    """The model in `path` as `kind` ("lm" or "reward"), in eval mode. Built on the meta device and
-    filled with the saved tensors, so loading draws nothing from torch's global generator; a reward
+    """The model in `path` as `kind` ("lm" or "reward"), in eval mode. Its tensors are filled with
+    the saved ones, so loading draws nothing from torch's global generator; a reward
     model read from an LM gets a fresh scalar head drawn as transformers draws it (normal, std
     initializer_range, from that generator), so seeded jobs give the same proxies either way."""
     from safetensors.torch import load_file
@@ -165,8 +168,7 @@ def load(path: str | Path, kind: str, pad_token_id: int | None = None) -> GPT2:
     d = _config(path)
     if pad_token_id is not None:
         d["pad_token_id"] = pad_token_id
-    with torch.device("meta"):
-        model = GPT2(Config(d), kind)
+    model = GPT2(Config(d), kind)
     state = load_file(str(path / WEIGHTS))
     state.pop("lm_head.weight", None)  # tied to the embedding
     if kind == "lm":
@@ -174,9 +176,7 @@ def load(path: str | Path, kind: str, pad_token_id: int | None = None) -> GPT2:
     elif "score.weight" not in state:
         state["score.weight"] = torch.nn.init.normal_(torch.empty(1, d["n_embd"]), mean=0.0,
                                                       std=d.get("initializer_range", 0.02))
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    if kind == "lm":
-        model.lm_head.weight = model.transformer.wte.weight
+    missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
         raise ValueError(f"{path / WEIGHTS}: not a GPT-2 {kind} checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
