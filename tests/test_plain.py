@@ -88,6 +88,7 @@ def test_the_tokenizer_matches_transformers(tiny_dir, tmp_path):
     assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, len(tok)) == (hf.pad_token_id, hf.bos_token_id,
                                                                                hf.eos_token_id, len(hf))
     assert models.banned_token_ids(tok) == models.banned_token_ids(hf)
+    assert tok.convert_ids_to_tokens(models.banned_token_ids(tok)) == hf.convert_ids_to_tokens(models.banned_token_ids(hf))
     ids = torch.tensor([[5, 6, 0, 7], [9, 10, 11, 2]])
     assert decode_ids(tok, ids) == hf.batch_decode(ids, skip_special_tokens=True) == tok.batch_decode(ids, skip_special_tokens=True)
     tok.save_pretrained(tmp_path)
@@ -107,6 +108,9 @@ def test_anything_else_loads_through_transformers(tiny_dir, tmp_path, monkeypatc
     cfg = json.loads((tmp_path / "drop" / "config.json").read_text())
     (tmp_path / "drop" / "config.json").write_text(json.dumps({**cfg, "resid_pdrop": 0.1}))
     assert not plain.loadable(tmp_path / "drop")  # dropout: only the HF pass honours it
+    assert plain.tokenizer_loadable(tmp_path / "drop")
+    (tmp_path / "drop" / "chat_template.jinja").write_text("{{ messages }}")
+    assert not plain.tokenizer_loadable(tmp_path / "drop")  # a chat template: transformers renders it
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"hf": str(tiny_dir)}))
     assert not plain.loadable(spec)  # an hf: spec

@@ -56,13 +56,18 @@ def loadable(path: str | Path) -> bool:
 
 
 def tokenizer_loadable(path: str | Path) -> bool:
+    """Whether `path` holds the tiny world's character tokenizer (`text.build_char_tokenizer`: a
+    word-level model over single characters, no chat template, no extra special tokens)."""
     path = Path(path)
-    if os.environ.get("OVEROPT_ENGINE") == "hf" or not (path / "tokenizer.json").is_file():
+    if (os.environ.get("OVEROPT_ENGINE") == "hf" or not (path / "tokenizer.json").is_file()
+            or not (path / "tokenizer_config.json").is_file() or any(path.glob("chat_template*"))):
         return False
-    t = json.loads((path / "tokenizer_config.json").read_text()) if (path / "tokenizer_config.json").is_file() else {}
+    t = json.loads((path / "tokenizer_config.json").read_text())
+    spec = json.loads((path / "tokenizer.json").read_text())
     return (t.get("tokenizer_class") in ("TokenizersBackend", "PreTrainedTokenizerFast") and not t.get("chat_template")
             and t.get("pad_token") is not None and not t.get("extra_special_tokens")
-            and not t.get("additional_special_tokens"))
+            and not t.get("additional_special_tokens") and spec.get("model", {}).get("type") == "WordLevel"
+            and (spec.get("pre_tokenizer") or {}).get("pattern") == {"Regex": "."})
 
 
 class Config:
@@ -225,6 +230,11 @@ class Tokenizer:
     def batch_decode(self, ids, skip_special_tokens: bool = False) -> list[str]:
         rows = ids.tolist() if hasattr(ids, "tolist") else [list(r) for r in ids]
         return self.backend_tokenizer.decode_batch(rows, skip_special_tokens=skip_special_tokens)
+
+    def convert_ids_to_tokens(self, ids):
+        if isinstance(ids, int):
+            return self.backend_tokenizer.id_to_token(ids)
+        return [self.backend_tokenizer.id_to_token(i) for i in ids]
 
     def save_pretrained(self, out: str | Path) -> None:
         for f in TOKENIZER_FILES:
