@@ -19,7 +19,7 @@ def test_shards_of_any_size_give_the_same_pool_and_scores(tmp_path):
     from overopt.gold import build_gold
     from overopt.keys import scores_metadata
     from overopt.loglik import pool_table
-    from overopt.pool import make_pool, merge_gold, merge_pool, merge_scores, merge_table, score_gold, score_proxy
+    from overopt.pool import make_pool, merge_gold, merge_pool, merge_scores, score_gold, score_proxy
     from overopt.rm import train_rm
     from overopt.text import corpus_split
 
@@ -50,7 +50,7 @@ def test_shards_of_any_size_give_the_same_pool_and_scores(tmp_path):
         files = lambda stem: [str(d / f"{stem}{k}.parquet") for k in parts]
         merge_pool(files("pool"), str(d / "pool.parquet"))
         merge_gold(files("gold"), str(d / "gold.parquet"))
-        merge_table(files("ll"), str(d / "ll.parquet"))
+        merge_pool(files("ll"), str(d / "ll.parquet"))  # a per-sample table merges as a pool does
         merge_scores(files("scores"), str(d / "gold.parquet"), str(d / "scores.parquet"))
         got.append({f: pd.read_parquet(d / f"{f}.parquet") for f in ("pool", "gold", "ll", "scores")})
         got[-1]["meta"] = scores_metadata(str(d / "scores.parquet"))

@@ -109,7 +109,7 @@ def cmd_merge_shards(a):
             raise SystemExit("merge-shards --kind scores needs --gold-scores")
         pool.merge_scores(a.shards, a.gold_scores, a.out)
     else:
-        {"pool": pool.merge_pool, "gold": pool.merge_gold, "table": pool.merge_table}[a.kind](a.shards, a.out)
+        {"pool": pool.merge_pool, "gold": pool.merge_gold}[a.kind](a.shards, a.out)
 
 
 def cmd_loglik_pairs(a):
@@ -409,7 +409,7 @@ COMMANDS = {
     "score-proxy": (cmd_score_proxy, "score the pool with one proxy RM",
                     ["pool", "gold-scores", "rm", "out", "dtype", "loglik", "threads"]),
     "merge-shards": (cmd_merge_shards, "merge a pool's shards, or their gold, proxy or log-likelihood scores",
-                     [("kind", {"choices": ["pool", "gold", "scores", "table"], "required": True}),
+                     [("kind", {"choices": ["pool", "gold", "scores"], "required": True}),
                       ("shards", _files), "out", "gold-scores"]),
     "bon-curve": (cmd_bon_curve, "best-of-n gold and proxy against d, from one scores file", [("scores", _req), "out"]),
     "fit-bon": (cmd_fit_bon, "fit d(alpha - beta d) to every best-of-n curve", [("scores", _files), "metrics", "out", "bootstrap"]),

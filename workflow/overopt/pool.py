@@ -124,16 +124,12 @@ def centred(res, gold):
 
 
 def merge_pool(shards: list[str], out: str) -> None:
+    """A pool, or any per-sample table with no pool-wide statistic, from its shards: concatenated."""
     _write(_concat(shards), out)
 
 
 def merge_gold(shards: list[str], out: str) -> None:
     _write(standardised(_concat(shards)), out)
-
-
-def merge_table(shards: list[str], out: str) -> None:
-    """Per-sample tables (a base's log-likelihoods) need no pool-wide statistic: concatenated."""
-    _write(_concat(shards), out)
 
 
 def merge_scores(shards: list[str], gold_scores: str, out: str) -> None:
