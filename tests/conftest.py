@@ -85,6 +85,21 @@ def tiny_base(tmp_path, seed):
     return base, tok
 
 
+def tiny_lm_and_rm(n_embd: int, n_head: int = 4, n_layer: int = 2):
+    """The character tokenizer and an LM and a reward model of one tiny-world GPT-2 config,
+    randomly initialised from seed 0, in eval mode."""
+    import torch
+    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    from overopt.models import tiny_config
+    from overopt.text import build_char_tokenizer, corpus_split
+
+    tok = build_char_tokenizer(corpus_split()[0])
+    torch.manual_seed(0)
+    cfg = tiny_config({"n_layer": n_layer, "n_embd": n_embd, "n_head": n_head}, tok)
+    return tok, GPT2LMHeadModel(cfg).eval(), GPT2ForSequenceClassification(cfg).eval()
+
+
 def labelled_pairs(tmp_path, n=600, n_val=100):
     """Comparison pairs of corpus windows in tmp_path/cmp.parquet, labelled half by a symbol count the
     head can see and half by noise."""

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import count_e, labelled_pairs, tiny_base
+from conftest import count_e, labelled_pairs, tiny_base, tiny_lm_and_rm
 
 
 def _both(monkeypatch, fn):
@@ -60,17 +60,10 @@ def test_a_ppo_curve_equals_the_hf_path(tiny_policy, monkeypatch):
 def test_the_cpu_chunk_sizes_leave_the_numbers_unchanged():
     """`batches`: the CPU's cache-sized chunks give the numbers the larger ones gave, to 1e-6
     (the tiny world's bases agreed to the bit on 8,192 pool rows and 4,096 pairs)."""
-    import torch
-    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
-
     from overopt import batches, models
     from overopt.rm import rewards_by_prompt
-    from overopt.text import build_char_tokenizer, corpus_split
 
-    tok = build_char_tokenizer(corpus_split()[0])
-    torch.manual_seed(0)
-    cfg = models.tiny_config({"n_layer": 2, "n_embd": 96, "n_head": 4}, tok)
-    lm, rm = GPT2LMHeadModel(cfg).eval(), GPT2ForSequenceClassification(cfg).eval()
+    tok, lm, rm = tiny_lm_and_rm(96)
     rng = np.random.default_rng(0)
     heads = ["".join(rng.choice(list("abcdefgh ,."), 16)) for _ in range(3)]
     many = [h for h in heads for _ in range(700)]  # a pool: many completions per prompt

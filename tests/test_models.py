@@ -141,16 +141,12 @@ def test_prompts_of_one_length_share_a_prefix_batch_and_score_as_joined_texts():
     """A PPO evaluation's shape (a few completions of many prompts of one length): the prompts run
     together in one batch, each completion reading its own prompt, and log-probs and rewards equal
     the joined texts' forward pass."""
-    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
-
     import overopt.models as models
+    from conftest import tiny_lm_and_rm
     from overopt.text import prompt_batches, split_at_prompts
     from overopt.rm import rewards, rewards_by_prompt
 
-    tok = build_char_tokenizer(corpus_split()[0])
-    torch.manual_seed(0)
-    cfg = models.tiny_config({"n_layer": 2, "n_embd": 32, "n_head": 4}, tok)
-    lm, rm = GPT2LMHeadModel(cfg).eval(), GPT2ForSequenceClassification(cfg).eval()
+    tok, lm, rm = tiny_lm_and_rm(32)
     rng = np.random.default_rng(0)
     heads = ["".join(rng.choice(list("abcdefgh ,."), 10)) for _ in range(12)]
     prompts = [h for h in heads for _ in range(8)]
