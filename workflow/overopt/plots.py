@@ -45,7 +45,7 @@ def save(fig, out_pdf: str) -> None:
     from .util import atomic_file
 
     with atomic_file(out_pdf) as tmp:
-        fig.savefig(tmp, format="pdf")
+        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None})  # same inputs, same bytes
     with atomic_file(Path(out_pdf).with_suffix(".png")) as tmp:
         fig.savefig(tmp, format="png", dpi=300)
 
