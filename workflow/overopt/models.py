@@ -208,6 +208,13 @@ _GELU = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu": "none"}
 _DIRECT = ("GPT2LMHeadModel", "GPT2ForSequenceClassification")
 
 
+def direct_config(c) -> bool:
+    """Whether a GPT-2 config (transformers' or `plain.Config`) has the activation and attention
+    variants the direct passes implement."""
+    return (getattr(c, "activation_function", None) in _GELU and getattr(c, "scale_attn_weights", True)
+            and not getattr(c, "scale_attn_by_inverse_layer_idx", False) and not getattr(c, "reorder_and_upcast_attn", False))
+
+
 def direct_gpt2(model) -> bool:
     """Whether `model` is a float32 GPT-2 that the direct forward passes below compute exactly.
 
@@ -226,9 +233,7 @@ def direct_gpt2(model) -> bool:
     import transformers
 
     c = model.config
-    return (any(type(model) is getattr(transformers, cls) for cls in _DIRECT)
-            and c.activation_function in _GELU and c.scale_attn_weights
-            and not c.scale_attn_by_inverse_layer_idx and not c.reorder_and_upcast_attn
+    return (any(type(model) is getattr(transformers, cls) for cls in _DIRECT) and direct_config(c)
             and (not model.training or c.resid_pdrop == c.embd_pdrop == c.attn_pdrop == 0)
             and all(p.dtype == torch.float32 for p in model.parameters())
             and not torch.is_autocast_enabled(model.device.type))

@@ -25,8 +25,6 @@ from torch import nn
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-# what the direct passes implement (`models.direct_gpt2`)
-GELUS = ("gelu_pytorch_tanh", "gelu_new")
 ARCH = {"lm": "GPT2LMHeadModel", "reward": "GPT2ForSequenceClassification"}
 
 
@@ -39,6 +37,7 @@ def loadable(path: str | Path) -> bool:
     """Whether the model directory `path` loads here: a float32 GPT-2 of the kind the direct passes
     compute, saved as safetensors, with a tokenizers-library tokenizer, on the CPU, and the HF
     engine not asked for."""
+    from .models import direct_config
     from .util import device
 
     path = Path(path)
@@ -47,8 +46,7 @@ def loadable(path: str | Path) -> bool:
     c = _config(path)
     return (c is not None and c.get("model_type") == "gpt2" and (path / WEIGHTS).is_file()
             and not (path / "adapter_config.json").exists() and "quantization_config" not in c
-            and c.get("activation_function") in GELUS and c.get("scale_attn_weights", True)
-            and not c.get("scale_attn_by_inverse_layer_idx") and not c.get("reorder_and_upcast_attn")
+            and direct_config(Config(c))
             and all(c.get(k, 0.1) == 0 for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop"))
             and c.get("dtype", c.get("torch_dtype", "float32")) == "float32"
             and c.get("tie_word_embeddings", True) and c.get("n_inner") in (None, 4 * c["n_embd"])
@@ -74,7 +72,6 @@ class Config:
     """config.json as attributes (what the direct passes and the jobs read), written back as read."""
 
     def __init__(self, d: dict):
-        self._d = dict(d)
         self.__dict__.update(d)
 
     @property
@@ -82,7 +79,7 @@ class Config:
         return self.n_embd
 
     def to_dict(self) -> dict:
-        return {**self._d, **{k: v for k, v in self.__dict__.items() if not k.startswith("_")}}
+        return dict(vars(self))
 
 
 class Tensors(nn.Module):
