@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import plain
+from .plain import GELU, GPT2, direct_config
 from .util import Progress, atomic_dir, autocast, generator, log, seed_everything, write_json
 
 
@@ -48,7 +50,6 @@ def tiny_config(spec: dict, tokenizer):
 
 def load_tokenizer(path: str | Path):
     """The tokenizer of a model ref (a directory, or an `hf:` spec file with its own `tokenizer:`)."""
-    from . import plain
     from .hf import tokenizer_source
 
     if plain.tokenizer_loadable(tokenizer_source(path)):
@@ -67,8 +68,6 @@ def load_tokenizer(path: str | Path):
 
 def load_causal(path: str | Path, dtype=torch.float32, frozen: bool = False):
     """A causal LM from a ref; `frozen` uses honour the spec's `quantize:`."""
-    from . import plain
-
     if dtype == torch.float32 and plain.loadable(path):
         return plain.load(path, "lm")
     from transformers import AutoModelForCausalLM
@@ -85,8 +84,6 @@ def load_reward(path: str | Path, dtype=torch.float32, pad_token_id: int | None 
     A LoRA proxy's directory holds only its adapter and head: its frozen base is loaded from
     the spec it recorded, and the adapter put back on top.
     """
-    from . import plain
-
     if dtype == torch.float32 and plain.loadable(path):
         return plain.load(path, "reward", pad_token_id)
     from transformers import AutoModelForSequenceClassification
@@ -204,15 +201,7 @@ PROMPT_REUSE_MIN = 8
 
 # GPT-2 settings the direct forward passes below implement; any other model, or a GPT-2 with other
 # attention variants, goes through the Hugging Face forward pass.
-_GELU = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu": "none"}
 _DIRECT = ("GPT2LMHeadModel", "GPT2ForSequenceClassification")
-
-
-def direct_config(c) -> bool:
-    """Whether a GPT-2 config (transformers' or `plain.Config`) has the activation and attention
-    variants the direct passes implement."""
-    return (getattr(c, "activation_function", None) in _GELU and getattr(c, "scale_attn_weights", True)
-            and not getattr(c, "scale_attn_by_inverse_layer_idx", False) and not getattr(c, "reorder_and_upcast_attn", False))
 
 
 def direct_gpt2(model) -> bool:
@@ -224,8 +213,6 @@ def direct_gpt2(model) -> bool:
     model in training mode qualifies only when its dropout is zero (the tiny world's is).
     `OVEROPT_ENGINE=hf` sends every model through the HF pass (to compare the two). A `plain.GPT2`
     has no other pass."""
-    from .plain import GPT2
-
     if os.environ.get("OVEROPT_ENGINE") == "hf":
         return False
     if isinstance(model, GPT2):
@@ -255,7 +242,7 @@ def _attn_out(blk, x, y):
 def _mlp(blk, x, c):
     """x plus the block's MLP of it: the second residual add."""
     h = F.layer_norm(x, (c.n_embd,), blk.ln_2.weight, blk.ln_2.bias, blk.ln_2.eps)
-    h = F.gelu(torch.addmm(blk.mlp.c_fc.bias, h, blk.mlp.c_fc.weight), approximate=_GELU[c.activation_function])
+    h = F.gelu(torch.addmm(blk.mlp.c_fc.bias, h, blk.mlp.c_fc.weight), approximate=GELU[c.activation_function])
     return x + torch.addmm(blk.mlp.c_proj.bias, h, blk.mlp.c_proj.weight)
 
 

@@ -26,6 +26,15 @@ from torch import nn
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 ARCH = {"lm": "GPT2LMHeadModel", "reward": "GPT2ForSequenceClassification"}
+# GPT-2 activations the direct passes of `models` implement, as `F.gelu`'s `approximate`
+GELU = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu": "none"}
+
+
+def direct_config(c) -> bool:
+    """Whether a GPT-2 config (transformers' or `Config`) has the activation and attention variants
+    the direct passes of `models` implement."""
+    return (getattr(c, "activation_function", None) in GELU and getattr(c, "scale_attn_weights", True)
+            and not getattr(c, "scale_attn_by_inverse_layer_idx", False) and not getattr(c, "reorder_and_upcast_attn", False))
 
 
 def _config(path: Path) -> dict | None:
@@ -37,7 +46,6 @@ def loadable(path: str | Path) -> bool:
     """Whether the model directory `path` loads here: a float32 GPT-2 of the kind the direct passes
     compute, saved as safetensors, with a tokenizers-library tokenizer, on the CPU, and the HF
     engine not asked for."""
-    from .models import direct_config
     from .util import device
 
     path = Path(path)
