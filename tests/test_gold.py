@@ -128,3 +128,29 @@ def test_ngram_gold_builds_loads_and_prefers_corpus_like_text(tmp_path):
     # held-out text standardises the term: corpus-like text near 0, junk far below
     assert abs(good) < 2 and junk < good - 2
     assert mu < 0 and sd > 0
+
+
+def test_comparison_pairs_run_each_prompt_once_for_both_completions(monkeypatch):
+    """Pairs (two completions per prompt, many prompts): the prompt-reusing path in passes of
+    2 x batch_size completions, the same numbers as the joined texts."""
+    import overopt.models
+    from conftest import tiny_lm_and_rm
+    from overopt.models import completion_logprobs, completion_logprobs_joined
+
+    rows = []
+    direct = overopt.models.gpt2_logprobs_with_prefix
+    monkeypatch.setattr(overopt.models, "gpt2_logprobs_with_prefix", lambda m, p, ids, o: rows.append(len(ids)) or direct(m, p, ids, o))
+    tok, lm, _ = tiny_lm_and_rm(32, n_head=2)
+    rng = np.random.default_rng(1)
+    # 30 prompts of three lengths, each with a pair of completions of different lengths
+    prompts = ["".join(rng.choice(list("abcde "), 4 + i % 3)) for i in range(30)]
+    a, b = ([("".join(rng.choice(list("abcdefgh ,."), rng.integers(1, 12)))) for _ in prompts] for _ in range(2))
+    want = completion_logprobs_joined(lm, tok, prompts + prompts, a + b, batch_size=4)
+    got = completion_logprobs(lm, tok, prompts + prompts, a + b, batch_size=4)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    assert np.ptp(want) > 0.05
+    assert sum(rows) == 60 and max(rows) == 8 and len(rows) == 9  # each length's 20 completions in 8 + 8 + 4
+    lm_calls = []
+    monkeypatch.setattr(overopt.models, "gpt2_logprobs_with_prefix", lambda *x: lm_calls.append(1) or direct(*x))
+    completion_logprobs(lm, tok, prompts, a, batch_size=4)  # one completion per prompt: joined texts
+    assert not lm_calls

@@ -117,7 +117,8 @@ def label_pairs(pairs: str, gold_dir: str, out: str, label_noise: float, threads
     df = pd.read_parquet(pairs)
     prompts, a, b = df["prompt"].tolist(), df["completion_a"].tolist(), df["completion_b"].tolist()
     gold = load_gold(gold_dir)
-    ga, gb = gold.score(prompts, a), gold.score(prompts, b)
+    # both completions of a pair in one call: scorers that reuse a prompt run it once for the two
+    ga, gb = np.split(gold.score(prompts + prompts, a + b), 2)
     df = make_pairs(prompts, a, b, ga, gb, meta["val_pairs"], label_noise, rng)
     # gold is standardised per policy: mean 0, std 1 over this policy's samples
     g = np.concatenate([ga, gb])

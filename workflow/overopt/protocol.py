@@ -52,7 +52,7 @@ class View:
 
     def __init__(self, cells: dict, draw: Draw, only=None):
         self.cells, self.draw, self.only = cells, draw, only
-        self._cache = {}
+        self._cache, self._fits = {}, {}
 
     def has(self, key) -> bool:
         return key in self.cells and (self.only is None or self.only in self.cells[key].seeds)
@@ -77,6 +77,16 @@ class View:
             g = np.mean([c.gold[r][p].mean(0) for r, p in drawn], axis=0)
             self._cache[key] = (c.d[[r for r, _ in drawn]].mean(0), g)
         return self._cache[key]
+
+    def fit(self, form: str, key, min_d: float, what: str) -> float:
+        """`fit_curve`'s `what` on a cell's replicate-mean curve where d >= min_d, NaN under 3
+        points; each curve is fitted once per view, for every finding that reads it."""
+        if (form, key, min_d) not in self._fits:
+            d, g = self.curve(key)
+            keep = d >= min_d
+            self._fits[form, key, min_d] = fit_curve(form, d[keep], g[keep]) if keep.sum() >= 3 else None
+        f = self._fits[form, key, min_d]
+        return float("nan") if f is None else f[what]
 
     def proxies(self, key, at: int) -> list[tuple[float, float]]:
         """(validation loss, gold at grid index `at`) of each drawn replicate's proxy."""
@@ -399,11 +409,8 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
     for fid, method, min_d in (("F7", "bon", 0.0), ("F8", "rl", rl_min_d)):
         parts = []
         for k in sorted(main_cells(method), key=lambda k: (k[3], allc[k].rm_params)):
-            def r2(v, k=k, min_d=min_d):
-                d, g = v.curve(k)
-                keep = d >= min_d
-                return fit_curve(method, d[keep], g[keep])["r2"] if keep.sum() >= 3 else float("nan")
-            parts.append(Part(f"{allc[k].rm_params:,}/{k[3]:,}", r2, "r2", fmt="{:.3f}"))
+            parts.append(Part(f"{allc[k].rm_params:,}/{k[3]:,}",
+                              lambda v, k=k, method=method, min_d=min_d: v.fit(method, k, min_d, "r2"), "r2", fmt="{:.3f}"))
         form = "d(alpha - beta d)" if method == "bon" else "d(alpha - beta log d)"
         out.append(ev(fid, f"{label[method].split(',')[0]} follows {form} (R^2 >= {R2_MIN} per curve, RM params/data)", parts))
 
@@ -419,14 +426,8 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
             keys = sorted(keys, key=lambda k: allc[k].rm_params)
             x = [np.log10(allc[k].rm_params) for k in keys]
 
-            def coef_slope(v, keys=keys, x=x, coef=coef, min_d=min_d, method=method):
-                ys = []
-                for k in keys:
-                    d, g = v.curve(k)
-                    keep = d >= min_d
-                    ys.append(fit_curve(method, d[keep], g[keep])[coef] if keep.sum() >= 3 else np.nan)
-                return slope(x, ys)
-            parts.append(Part(f"{dsize:,}: slope per decade", coef_slope, rule))
+            parts.append(Part(f"{dsize:,}: slope per decade", lambda v, keys=keys, x=x, coef=coef, min_d=min_d, method=method:
+                              slope(x, [v.fit(method, k, min_d, coef) for k in keys]), rule))
         out.append(ev(fid, f"{what} with RM size", parts))
 
     # F12: RL spends more KL than best-of-n for the same gold
