@@ -82,6 +82,14 @@ def test_a_family_built_to_show_the_best_of_n_findings_passes_them():
     assert f["F2"].status == f["F8"].status == f["F12"].status == "SKIP"  # no RL cells
 
 
+def test_findings_evaluated_in_several_processes_equal_one_by_one():
+    cells = bon_family()
+    one = findings(cells, {}, "pol", 64, 0.3, {}, B=50)
+    two = findings(cells, {}, "pol", 64, 0.3, {}, B=50, workers=2)
+    assert [r.line() for r in two] == [r.line() for r in one]
+    assert len(one) > 2 and any("[" in r.detail for r in one)
+
+
 def test_a_family_built_not_to_turn_over_fails_the_turnover_and_the_order():
     f = run(bon_family(turnover=False))
     assert f["F1"].status == "FAIL" and "peak not reached" in f["F1"].detail

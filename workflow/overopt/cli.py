@@ -278,7 +278,7 @@ def cmd_findings(a):
     from .util import atomic_file
 
     data = load(a.bon_fits, a.scores, a.rl_fits, a.rl_runs, a.rl_by_prompt)
-    lines = [f.line() for f in check(data, a.loss_n, _policy_params(a.policy_params), a.bootstrap)]
+    lines = [f.line() for f in check(data, a.loss_n, _policy_params(a.policy_params), a.bootstrap, workers=a.threads)]
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if a.out:
@@ -435,7 +435,7 @@ COMMANDS = {
                   ("bootstrap", {"type": int, "default": _ANALYSIS["findings_bootstrap"],
                                  "help": "cluster-bootstrap resamples (docs/findings.md)"}),
                   "policy-params", "loss-n", ("out", {"default": None, "help": "also write the lines here"}),
-                  ("no-fail", {"action": "store_true", "help": "exit 0 even when a finding fails"})]),
+                  ("no-fail", {"action": "store_true", "help": "exit 0 even when a finding fails"}), "threads"]),
     "summary": (cmd_summary, "results/summary.md: findings, seed-mean tables, job time by rule",
                 ["findings", "rm-metrics", "bon", "rl", "scaling", "benchmarks", "out"]),
     "robustness": (cmd_robustness, "which findings hold in which study: a table from their findings.txt",

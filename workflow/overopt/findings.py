@@ -37,8 +37,9 @@ def seed_mean_curves(curves: pd.DataFrame, key: str) -> dict:
     return out
 
 
-def check(data: dict, loss_n: int = 64, policy_params: dict | None = None, B: int = 1000, seed: int = 0) -> list:
-    """The protocol's findings on `load`'s tables, then the sanity checks."""
+def check(data: dict, loss_n: int = 64, policy_params: dict | None = None, B: int = 1000, seed: int = 0,
+          workers: int = 1) -> list:
+    """The protocol's findings on `load`'s tables (in `workers` processes), then the sanity checks."""
     from .protocol import Result, bon_cells, findings, rl_cells
 
     bon_fits, rl_fits = data["bon_fits"], data["rl_fits"]
@@ -52,7 +53,7 @@ def check(data: dict, loss_n: int = 64, policy_params: dict | None = None, B: in
         rl = rl_cells(rl_fits, data["rl_runs"], data["rl_by_prompt"])
     main = main_policy(bon_fits if bon_fits is not None else rl_fits)
     rl_min_d = float(rl_fits["fit_min_d"].iloc[0]) if rl_fits is not None and "fit_min_d" in rl_fits else 0.0
-    return findings(bon, rl, main, loss_n, rl_min_d, dict(policy_params or {}), B, seed) + sanity(data)
+    return findings(bon, rl, main, loss_n, rl_min_d, dict(policy_params or {}), B, seed, workers) + sanity(data)
 
 
 def sanity(data: dict) -> list:

@@ -262,6 +262,30 @@ def evaluate(fid: str, name: str, parts: list[Part], views: Views) -> Result:
     return Result(fid, name, combine(statuses), "; ".join(texts) + f"; holds in {k} of {R} replicates")
 
 
+_WORK = None  # (tasks, views) for forked workers: a finding's statistics are closures, which do not pickle
+
+
+def _evaluate_task(i: int) -> Result:
+    return evaluate(*_WORK[0][i], _WORK[1])
+
+
+def evaluate_all(tasks: list, views: "Views", workers: int = 1) -> list[Result]:
+    """`evaluate` of each (fid, name, parts), in order. With `workers` > 1 in forked processes,
+    each taking the next finding: the same results, as a finding's draws are fixed before any
+    is evaluated (`views`); the findings job is the study's last, with the machine to itself."""
+    global _WORK
+    if workers <= 1 or len(tasks) < 2:
+        return [evaluate(*t, views) for t in tasks]
+    import multiprocessing
+
+    _WORK = (tasks, views)
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+            return pool.map(_evaluate_task, range(len(tasks)), chunksize=1)
+    finally:
+        _WORK = None
+
+
 # ----------------------------------------------------------------------------- building cells
 
 
@@ -311,9 +335,9 @@ def rl_cells(fits: pd.DataFrame, runs: pd.DataFrame, by_prompt: pd.DataFrame) ->
 
 
 def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, policy_params: dict,
-             B: int = 1000, seed: int = 0) -> list[Result]:
+             B: int = 1000, seed: int = 0, workers: int = 1) -> list[Result]:
     """Every finding of the protocol on best-of-n cells `bon` and PPO cells `rl` (either may be
-    empty): F1-F14 in order."""
+    empty): F1-F14 in order, evaluated in `workers` processes."""
     allc = {("bon",) + k: c for k, c in bon.items()} | {("rl",) + k: c for k, c in rl.items()}
     if not allc:
         return []
@@ -323,7 +347,8 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
     prompt_boot = [Draw(None, dr.prompts) for dr in draws(B, seed + 1, R, P)]
     replicates = sorted({s for c in allc.values() for s in c.seeds})
     views = Views(allc, boot, replicates, prompt_boot)
-    ev = lambda fid, name, parts: evaluate(fid, name, parts, views)
+    tasks = []
+    ev = lambda fid, name, parts: tasks.append((fid, name, parts))
 
     def main_cells(method, penalty=0.0):
         out = {}
@@ -341,7 +366,6 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
     def curve_peak(k):
         return lambda v: peak(*v.curve(k))
 
-    out = []
     label = {"bon": "best-of-n", "rl": "RL, no KL penalty"}
 
     # F1, F2: the smallest RM's gold turns over, at every data size
@@ -361,7 +385,7 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
                 parts.append(Part(f"{k[3]:,} comparisons, fall from the peak", fall, "lo>0",
                                   extra=lambda v, k=k: peak(*v.curve(k))[1] < NOT_REACHED))
         name = f"gold turns over for the smallest RM ({label[method]})"
-        out.append(ev(fid, name, parts))
+        ev(fid, name, parts)
 
     # F3, F4: larger RMs reach more gold, and peak later
     for fid, what in (("F3", "gold"), ("F4", "position")):
@@ -380,7 +404,7 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
                                       spearman(x, [peak(*v.curve(k))[1] for k in keys]), "lo5>0", fmt="{:+.2f}"))
             name = (f"larger RMs reach more gold ({label[method]})" if what == "gold"
                     else f"larger RMs peak later ({label[method]}; measured peaks, not reached last)")
-            out.append(ev(fid, name, parts))
+            ev(fid, name, parts)
 
     # F5: more data helps (best-of-n)
     parts = []
@@ -391,7 +415,7 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
         x = [np.log10(k[3]) for k in keys]
         parts.append(Part(f"RM {allc[keys[0]].rm_params:,}: slope per decade of data", lambda v, keys=keys, x=x:
                           slope(x, [peak(*v.curve(k))[0] for k in keys]), "lo>0"))
-    out.append(ev("F5", "more data helps (best-of-n; peak gold by data size)", parts))
+    ev("F5", "more data helps (best-of-n; peak gold by data size)", parts)
 
     # F6: lower validation loss, more gold at n = loss_n
     parts = []
@@ -403,7 +427,7 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
             pts = [p for k in keys if v.has(k) for p in v.proxies(k, at)]
             return spearman([p[0] for p in pts], [p[1] for p in pts])
         parts.append(Part(f"rho over proxies at n = {int(allc[keys[0]].x[at])}", loss_rho, "hi<0", fmt="{:+.2f}"))
-    out.append(ev("F6", "lower RM validation loss, more gold (best-of-n)", parts))
+    ev("F6", "lower RM validation loss, more gold (best-of-n)", parts)
 
     # F7, F8: the functional forms fit each replicate-mean curve
     for fid, method, min_d in (("F7", "bon", 0.0), ("F8", "rl", rl_min_d)):
@@ -412,7 +436,7 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
             parts.append(Part(f"{allc[k].rm_params:,}/{k[3]:,}",
                               lambda v, k=k, method=method, min_d=min_d: v.fit(method, k, min_d, "r2"), "r2", fmt="{:.3f}"))
         form = "d(alpha - beta d)" if method == "bon" else "d(alpha - beta log d)"
-        out.append(ev(fid, f"{label[method].split(',')[0]} follows {form} (R^2 >= {R2_MIN} per curve, RM params/data)", parts))
+        ev(fid, f"{label[method].split(',')[0]} follows {form} (R^2 >= {R2_MIN} per curve, RM params/data)", parts)
 
     # F9-F11: the coefficients against log RM size, at data sizes with >= 3 RM sizes
     for fid, method, coef, rule, what in (("F9", "bon", "alpha", "lo>0", "alpha_bon rises"),
@@ -428,7 +452,7 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
 
             parts.append(Part(f"{dsize:,}: slope per decade", lambda v, keys=keys, x=x, coef=coef, min_d=min_d, method=method:
                               slope(x, [v.fit(method, k, min_d, coef) for k in keys]), rule))
-        out.append(ev(fid, f"{what} with RM size", parts))
+        ev(fid, f"{what} with RM size", parts)
 
     # F12: RL spends more KL than best-of-n for the same gold
     parts = []
@@ -447,7 +471,7 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
                 return float("nan")
             return float(np.log(x_r / x_b)) if np.isfinite(x_b) and np.isfinite(x_r) else (np.inf if np.isfinite(x_b) else -np.inf)
         parts.append(Part(f"RM {allc[k].rm_params:,}: log(d_RL / d_BoN)", kl_ratio, "lo>0"))
-    out.append(ev("F12", "RL spends more KL than best-of-n for the same gold", parts))
+    ev("F12", "RL spends more KL than best-of-n for the same gold", parts)
 
     # F13: a KL penalty acts like early stopping
     parts = []
@@ -461,7 +485,7 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
             i = int(np.argmax(gp))
             return float(gp[i] - at_most(*v.curve(base), dp[i]))
         parts.append(Part(f"RM {allc[k].rm_params:,}, penalty {k[4]:g}: gap to early stopping", gap, "f13"))
-    out.append(ev("F13", f"a KL penalty is no better than early stopping (margin {F13_MARGIN})", parts))
+    ev("F13", f"a KL penalty is no better than early stopping (margin {F13_MARGIN})", parts)
 
     # F14: a larger policy gains less, peaking at a similar KL
     parts = []
@@ -488,5 +512,5 @@ def findings(bon: dict, rl: dict, main: str, loss_n: int, rl_min_d: float, polic
             return ps < NOT_REACHED and pl < NOT_REACHED and abs(pl / ps - 1) <= SAME_KL
         parts.append(Part(f"RM {p:,}, {dsize:,}: {pols[-1]} minus {pols[0]} at {pols[0]}'s peak", gain_diff, "hi<0",
                           extra=similar_kl, unmet=f"peak d not within {SAME_KL:.0%}, or not reached"))
-    out.append(ev("F14", f"a larger policy gains less, peaking at a similar KL (within {SAME_KL:.0%})", parts))
-    return out
+    ev("F14", f"a larger policy gains less, peaking at a similar KL (within {SAME_KL:.0%})", parts)
+    return evaluate_all(tasks, views, workers)

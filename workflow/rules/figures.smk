@@ -60,7 +60,7 @@ rule findings:
         bootstrap=CFG["analysis"]["findings_bootstrap"],
     log:
         f"{OUT}/logs/findings.log",
-    threads: 1
+    threads: 4  # the study's last job: its findings evaluated side by side
     resources:
         mem_mb=mem(base=2000),
         runtime=runtime(base=10),
@@ -70,7 +70,7 @@ rule findings:
         # a FAIL is a result to read, not a broken job: --no-fail here, `overopt findings` exits 1
         "overopt findings --bon-fits {input.bon} --scores {input.scores}"
         " {params.optional} --policy-params {params.policy_params} --loss-n {params.loss_n}"
-        " --bootstrap {params.bootstrap} --out {output}"
+        " --bootstrap {params.bootstrap} --out {output} --threads {threads}"
         " --no-fail > {log} 2>&1"
 
 
