@@ -111,7 +111,7 @@ def test_fluency_reuses_each_prompt_and_equals_the_joined_forward_pass(n_layer, 
     got = completion_logprobs(model, tok, prompts, comps, batch_size=2)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.ptp(want) > 0.05
-    assert len(calls) == 3 * 40 // 8  # batches of 4 x batch_size; "" and "x" + "" go joined
+    assert len(calls) == 3 * 40 // 4  # batches of 2 x batch_size; "" and "x" + "" go joined
 
 
 def test_ngram_gold_builds_loads_and_prefers_corpus_like_text(tmp_path):
