@@ -118,10 +118,10 @@ def label_pairs(pairs: str, gold_dir: str, out: str, label_noise: float, threads
     prompts, a, b = df["prompt"].tolist(), df["completion_a"].tolist(), df["completion_b"].tolist()
     gold = load_gold(gold_dir)
     # both completions of a pair in one call: scorers that reuse a prompt run it once for the two
-    ga, gb = np.split(gold.score(prompts + prompts, a + b), 2)
+    g = gold.score(prompts + prompts, a + b)
+    ga, gb = np.split(g, 2)
     df = make_pairs(prompts, a, b, ga, gb, meta["val_pairs"], label_noise, rng)
     # gold is standardised per policy: mean 0, std 1 over this policy's samples
-    g = np.concatenate([ga, gb])
     norm = {"gold_mean": float(g.mean()), "gold_std": float(g.std())}
     df["gold_a"] = (df["gold_a"] - norm["gold_mean"]) / norm["gold_std"]
     df["gold_b"] = (df["gold_b"] - norm["gold_mean"]) / norm["gold_std"]

@@ -195,8 +195,8 @@ def banned_token_ids(tokenizer) -> list[int]:
     return sorted({i for i in tokenizer.all_special_ids if i is not None})
 
 
-# Scoring many completions of one prompt runs the prompt once and reuses its keys/values
-# (`gpt2_hidden_with_prefix`) when each prompt has at least this many completions on average.
+# A reward model scoring many completions of one prompt runs the prompt once and reuses its
+# keys/values (`gpt2_hidden_with_prefix`) when each prompt has at least this many on average.
 PROMPT_REUSE_MIN = 8
 # Log-likelihoods reuse prompts from two completions each on: a comparison pair's prompt runs
 # once for both completions. A pass takes 2 x the batch size of completions: under the gold LM,
