@@ -4,6 +4,7 @@ import torch
 from safetensors.torch import load_file
 
 from overopt.text import build_char_tokenizer, corpus_split
+from conftest import tiny_lm_and_rm
 from overopt.models import banned_token_ids, load_causal, load_tokenizer, pretrain, sample_texts
 
 SPEC = {"n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 64}
@@ -68,6 +69,33 @@ def test_direct_gpt2_decoder_matches_the_hf_forward_and_generic_loop(monkeypatch
     monkeypatch.setenv("OVEROPT_ENGINE", "hf")
     slow = models.sample(model, x, 20, banned=banned, generator=torch.Generator().manual_seed(1))
     assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize("prompts,copies", [(1, 256), (8, 16), (24, 1)])
+def test_repeated_prompts_run_once_and_sample_the_bits_of_the_full_batch(monkeypatch, prompts, copies):
+    """A batch of repeated prompts (a pool's rows of one prompt, an evaluation's samples of each)
+    runs each distinct prompt once in the sampler's prompt block, and draws the same tokens with
+    the same log-probs and hidden states, bit for bit, as the whole batch through that block."""
+    import overopt.models as models
+
+    tok, model, _ = tiny_lm_and_rm(64)
+    banned = banned_token_ids(tok)
+    torch.manual_seed(1)
+    distinct = torch.randint(4, 97, (prompts, 33))
+    x = distinct.repeat_interleave(copies, 0)[torch.randperm(prompts * copies)]
+    runs, min_tokens_default = [], models.PREFILL_MIN_TOKENS
+    for min_tokens in (min_tokens_default, 10**9):  # 10**9: every row through the block
+        monkeypatch.setattr(models, "PREFILL_MIN_TOKENS", min_tokens)
+        calls = []
+        monkeypatch.setattr(models, "_qkv", lambda blk, h, c, n, T, f=models._qkv: calls.append((n, T)) or f(blk, h, c, n, T))
+        runs.append(models.sample(model, x, 16, banned=banned, generator=torch.Generator().manual_seed(3),
+                                  return_scores=True))
+        runs[-1] += (max(n for n, T in calls if T > 1),)
+    (y, logp, h, rows), (y_full, logp_full, h_full, rows_full) = runs
+    assert torch.equal(y, y_full) and torch.equal(logp, logp_full) and torch.equal(h, h_full)
+    assert rows_full == prompts * copies
+    assert rows == (prompts if copies == 1 else prompts * -(-min_tokens_default // (prompts * 33)))
+    assert copies == 1 or len(set(map(tuple, y.tolist()))) > prompts  # copies still draw their own completions
 
 
 @pytest.mark.parametrize("engine", ["direct", "hf"])

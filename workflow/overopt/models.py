@@ -203,6 +203,10 @@ PROMPT_REUSE_MIN = 8
 # 4,096 pairs took 6.3 s at 128 rows, 7.3 s at 256 and 8.4 s as joined texts, 8,192 pool rows
 # 4.0 s at 128 and 4.8 s at 256, each row's number the same at any size (measured).
 LOGLIK_REUSE_MIN = 2
+# The sampler's prompt block runs each distinct prompt once, over at least this many rows x
+# tokens: from 264 up, every row's keys, values and logits had the bits of the full batch's
+# (each tiny-world LM; fewer rows take other matmul kernels), and from 1,024 with margin.
+PREFILL_MIN_TOKENS = 1024
 
 # GPT-2 settings the direct forward passes below implement; any other model, or a GPT-2 with other
 # attention variants, goes through the Hugging Face forward pass.
@@ -319,21 +323,32 @@ class _GPT2Decoder:
         B, t = ids.shape
         C, p0 = self.c.n_embd, self.pos
         assert t == 1 or p0 == 0, "a causal block of several tokens only at the start"
+        rows, sel = ids, None
+        if t > 1:
+            # a pool's 1,024 rows of one prompt, an evaluation's 8 samples of each: each distinct
+            # prompt runs once (repeated up to PREFILL_MIN_TOKENS rows x tokens, where the matmuls
+            # give each row the bits of the full batch) and its keys/values fill all of its rows
+            uniq, inv = torch.unique(ids, dim=0, return_inverse=True)
+            reps = -(-PREFILL_MIN_TOKENS // (len(uniq) * t))
+            if len(uniq) * reps < B:
+                rows, sel = uniq.repeat_interleave(reps, 0), inv * reps
+        n = len(rows)
         pos = torch.arange(p0, p0 + t, device=ids.device)
-        x = (self.tr.wte.weight[ids] + self.tr.wpe.weight[pos]).view(B * t, C)
+        x = (self.tr.wte.weight[rows] + self.tr.wpe.weight[pos]).view(n * t, C)
         for l, blk in enumerate(self.tr.h):
-            q, k, v = _qkv(blk, x, self.c, B, t)
-            self.k[l, :, :, p0 : p0 + t] = k
-            self.v[l, :, :, p0 : p0 + t] = v
-            keys, values = self.k[l, :, :, : p0 + t], self.v[l, :, :, : p0 + t]
+            q, k, v = _qkv(blk, x, self.c, n, t)
+            self.k[l, :, :, p0 : p0 + t] = k if sel is None else k[sel]
+            self.v[l, :, :, p0 : p0 + t] = v if sel is None else v[sel]
             if t > 1:  # the prompt attends causally to itself
-                y = F.scaled_dot_product_attention(q, keys, values, is_causal=True)
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             else:  # one new token attends to everything before it: two batched matmuls beat the
                 # fused CPU kernel, which is built for long queries (measured 2.4x at T = 48)
+                keys, values = self.k[l, :, :, : p0 + t], self.v[l, :, :, : p0 + t]
                 y = torch.softmax(q @ keys.transpose(-1, -2) * q.shape[-1] ** -0.5, -1) @ values
             x = _mlp(blk, _attn_out(blk, x, y), self.c)
         self.pos = p0 + t
-        self.hidden = _ln_f(self.tr, x.view(B, t, C)[:, -1])  # the final hidden state that predicts the next token
+        h = _ln_f(self.tr, x.view(n, t, C)[:, -1])
+        self.hidden = h if sel is None else h[sel]  # the final hidden state that predicts the next token
         return self.hidden @ self.head.T
 
 
