@@ -130,10 +130,12 @@ def lm_loss(model, data: torch.Tensor, seq_len: int, n_windows: int, seed: int =
 def train_lm(model, train: torch.Tensor, val: torch.Tensor, steps: int, batch_size: int, seq_len: int, lr: float,
              seed: int, name: str) -> dict:
     """Next-token training on random windows of `train` (pretraining, SFT); held-out loss on `val`."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+    from .optim import Adam, lambda_schedule
+
+    opt = Adam(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
     warmup = max(1, steps // 20)
     # linear warm-up then cosine decay to 10%: standard for short LM runs
-    sched = torch.optim.lr_scheduler.LambdaLR(
+    sched = lambda_schedule(
         opt,
         lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))),
     )
@@ -145,11 +147,11 @@ def train_lm(model, train: torch.Tensor, val: torch.Tensor, steps: int, batch_si
         x = torch.stack([train[s : s + seq_len] for s in starts]).to(model.device)
         with autocast():
             loss = next_token_loss(model, x)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
+        sched()
         prog(step, loss=loss.item())
     return {"val_loss_nats_per_char": lm_loss(model, val.to(model.device), seq_len, 256), "steps": steps,
             "tokens_seen": steps * batch_size * seq_len, "seconds": prog.elapsed}

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from .checkpoints import inputs_fingerprint, load_checkpoint, save_checkpoint
 from .config import schema_defaults
 from .keys import with_keys
+from .optim import Adam
 from .util import Progress, atomic_file, autocast, device, generator, log, seed_everything
 
 
@@ -208,8 +209,7 @@ def run_ppo(
     # small lr stays near zero, the baseline is then little more than the batch mean, and the
     # noisier advantages spend KL on noise (default study, 357k proxy: gold by d 1.8 without a
     # KL penalty 0.42 at the policy's lr, 0.60 at 3e-3; docs/world.md, entry 11)
-    opt = torch.optim.Adam([{"params": policy_params}, {"params": value_params, "lr": cfg.value_lr or cfg.lr}],
-                           lr=cfg.lr, eps=1e-5)
+    opt = Adam([{"params": policy_params}, {"params": value_params, "lr": cfg.value_lr or cfg.lr}], lr=cfg.lr, eps=1e-5)
     g = generator(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
@@ -317,7 +317,7 @@ def run_ppo(
                 # value head on detached features: the value loss cannot move the policy
                 v_loss = F.mse_loss(value(hm.detach().float()), returns[mb])
                 loss = pg_loss + trust + cfg.vf_coef * v_loss
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
                 loss.backward()
                 # gradient clipping keeps one bad batch from wrecking a small policy
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)

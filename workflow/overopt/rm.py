@@ -18,6 +18,7 @@ from .models import (PROMPT_REUSE_MIN, count_params, direct_gpt2, gpt2_rewards_w
                      load_reward, load_tokenizer, read_metrics, reward_forward)
 from .text import CharCodec, encode_texts, pad_ids, prompt_batches, split_at_prompts
 from .keys import proxy_keys
+from .optim import Adam, lambda_schedule
 from .util import Progress, atomic_dir, autocast, device, log, seed_everything, write_json
 
 READOUT = "readout.json"      # in a proxy's directory: the weight (and cap) of its base-likelihood feature
@@ -217,9 +218,9 @@ def train_rm(
         groups.append({"params": readout, "lr": readout_lr or lr})
         params = params + readout
     live = Readout(weight, tau)  # the readout on its learnable tensors
-    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+    opt = Adam(groups, lr=lr)
     # linear decay to zero over the run: one pass over the data, as in the paper
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(total, 1))
+    sched = lambda_schedule(opt, lambda s: 1.0 - s / max(total, 1))
     g = np.random.default_rng(seed)
     prog = Progress(f"train_rm[{n_params} params, {data_size} pairs]", total)
     step = 0
@@ -235,11 +236,11 @@ def train_rm(
             if weight is not None:
                 rc, rr = rc + live(llc[idx]), rr + live(llr[idx])
             loss = bt_loss(rc, rr)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            sched.step()
+            sched()
             step += 1
             prog(step, loss=loss.item())
     w = None if weight is None else float(weight.detach())
