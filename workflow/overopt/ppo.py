@@ -265,8 +265,10 @@ def run_ppo(
 
     ckpt = Path(ckpt_dir)
     start, rows, updates = 0, [], []
+    # the optimiser's class is part of it: a checkpoint holds its state in that class's format
     fingerprint = inputs_fingerprint([policy_dir, *inputs], cfg=asdict(cfg), completion_tokens=completion_tokens,
-                                     train_prompts=list(train_prompts), eval_prompts=list(eval_prompts))
+                                     train_prompts=list(train_prompts), eval_prompts=list(eval_prompts),
+                                     optimizer=f"{type(opt).__module__}.{type(opt).__qualname__}")
     if (ckpt / "meta.json").exists() and json.loads((ckpt / "meta.json").read_text()).get("fingerprint") != fingerprint:
         log.warning("%s: checkpoint of a run with other inputs or settings; starting over", ckpt)
         shutil.rmtree(ckpt)
