@@ -3,8 +3,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from overopt.text import build_char_tokenizer, corpus_split
 from conftest import tiny_lm_and_rm
+from overopt.text import build_char_tokenizer, corpus_split
 from overopt.models import banned_token_ids, load_causal, load_tokenizer, pretrain, sample_texts
 
 SPEC = {"n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 64}

@@ -344,8 +344,7 @@ class _GPT2Decoder:
         rows, sel = ids, None
         if t > 1:
             # a pool's 1,024 rows of one prompt, an evaluation's 8 samples of each: each distinct
-            # prompt runs once (repeated up to PREFILL_MIN_TOKENS rows x tokens, where the matmuls
-            # give each row the bits of the full batch) and its keys/values fill all of its rows
+            # prompt runs once (see PREFILL_MIN_TOKENS) and its keys/values fill all of its rows
             uniq, inv = torch.unique(ids, dim=0, return_inverse=True)
             reps = -(-PREFILL_MIN_TOKENS // (len(uniq) * t))
             if len(uniq) * reps < B:
@@ -367,7 +366,7 @@ class _GPT2Decoder:
         self.pos = p0 + t
         h = _ln_f(self.tr, x.view(n, t, C)[:, -1])
         self.hidden = h if sel is None else h[sel]  # the final hidden state that predicts the next token
-        return self.hidden @ self.head.T
+        return self.hidden @ self.head.T  # over all B rows: the matmul's row count decides its bits
 
 
 def gpt2_hidden_with_prefix(model, prompt_ids, ids: torch.Tensor, owner=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,10 +27,12 @@ class Adam:
             g["initial_lr"] = g["lr"]
         self.state: dict[torch.Tensor, dict] = {}
 
+    def params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
     def zero_grad(self) -> None:
-        for g in self.param_groups:
-            for p in g["params"]:
-                p.grad = None
+        for p in self.params():
+            p.grad = None
 
     def schedule(self, factor: float) -> None:
         """Every group's lr = its initial lr x `factor` (as torch's LambdaLR sets it)."""
@@ -59,13 +61,13 @@ class Adam:
 
     def state_dict(self) -> dict:
         """Tensors, floats and lists only: a checkpoint loads it with `torch.load(weights_only=True)`."""
-        params = [p for g in self.param_groups for p in g["params"]]
+        params = self.params()
         return {"lr": [g["lr"] for g in self.param_groups],
                 "state": [[self.state[p]["step"], self.state[p]["exp_avg"], self.state[p]["exp_avg_sq"]]
                           if p in self.state else None for p in params]}
 
     def load_state_dict(self, sd: dict) -> None:
-        params = [p for g in self.param_groups for p in g["params"]]
+        params = self.params()
         if len(sd["state"]) != len(params) or len(sd["lr"]) != len(self.param_groups):
             raise ValueError(f"optimiser state of {len(sd['state'])} parameters in {len(sd['lr'])} groups, "
                              f"expected {len(params)} in {len(self.param_groups)}")
