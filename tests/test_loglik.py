@@ -49,3 +49,34 @@ def test_proxies_from_the_tables_equal_proxies_that_run_their_base(tmp_path):
     pool_table(str(base), str(tmp_path / "other.parquet"), str(tmp_path / "ll.other.parquet"))
     with pytest.raises(ValueError, match="ll.other.parquet"):
         score_proxy(*args, str(tmp_path / "x.parquet"), threads=1, dtype="float32", loglik=str(tmp_path / "ll.other.parquet"))
+
+
+def test_a_table_of_the_pairs_its_proxies_read_has_the_full_tables_numbers(tmp_path):
+    """A base's table of the first N training pairs and every validation pair (the largest data
+    size of its proxies) holds each of them with the full table's numbers to the bit; a proxy of a
+    larger data size is refused it, naming the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from overopt.comparisons import PAIRS_META
+    from overopt.loglik import pairs_table
+    from overopt.rm import train_rm
+
+    base, _ = tiny_base(tmp_path, seed=0)
+    df = labelled_pairs(tmp_path)  # 500 training pairs, then 100 for validation
+    table = pa.Table.from_pandas(df[["pair_id", "prompt", "completion_a", "completion_b"]], preserve_index=False)
+    meta = json.dumps({"train_pairs": 500, "val_pairs": 100}).encode()
+    pq.write_table(table.replace_schema_metadata({PAIRS_META: meta}), tmp_path / "pairs.parquet")
+    pairs_table(str(base), str(tmp_path / "pairs.parquet"), str(tmp_path / "full.parquet"))
+    pairs_table(str(base), str(tmp_path / "pairs.parquet"), str(tmp_path / "part.parquet"), train_pairs=300)
+    full, part = (pd.read_parquet(tmp_path / f) for f in ("full.parquet", "part.parquet"))
+    assert part["pair_id"].tolist() == list(range(300)) + list(range(500, 600))
+    pd.testing.assert_frame_equal(part, full.set_index("pair_id").loc[part["pair_id"]].reset_index(), check_exact=True)
+
+    kw = dict(policy="p", rm="r", comparisons=str(tmp_path / "cmp.parquet"), seed=0, epochs=1, batch_size=16, lr=1e-3,
+              threads=1, base_loglik=True, readout_cap=True)
+    train_rm(str(base), out=str(tmp_path / "from_part"), data_size=300, loglik=str(tmp_path / "part.parquet"), **kw)
+    with pytest.raises(ValueError, match="part.parquet"):
+        train_rm(str(base), out=str(tmp_path / "too_many"), data_size=400, loglik=str(tmp_path / "part.parquet"), **kw)
+    with pytest.raises(ValueError, match="pairs.parquet: 500 training pairs"):
+        pairs_table(str(base), str(tmp_path / "pairs.parquet"), str(tmp_path / "x.parquet"), train_pairs=501)

@@ -115,7 +115,7 @@ def cmd_merge_shards(a):
 def cmd_loglik_pairs(a):
     from .loglik import pairs_table
 
-    pairs_table(a.base, a.comparisons, a.out, a.threads)
+    pairs_table(a.base, a.comparisons, a.out, a.threads, a.train_pairs)
 
 
 def cmd_loglik_pool(a):
@@ -391,8 +391,10 @@ COMMANDS = {
     "train-rm": (cmd_train_rm, "train one proxy reward model",
                  ["base", "comparisons", "out", "cell", "data-size", "seed", "epochs", "batch-size",
                   "lr", "threads", "base-loglik", "readout-lr", "readout-cap", "loglik"]),
-    "loglik-pairs": (cmd_loglik_pairs, "log-likelihood under a frozen base of both completions of every comparison pair",
-                     ["base", "comparisons", "out", "threads"]),
+    "loglik-pairs": (cmd_loglik_pairs, "log-likelihood under a frozen base of both completions of the comparison pairs",
+                     ["base", "comparisons", "out", "threads",
+                      ("train-pairs", {"type": int, "default": None,
+                                       "help": "only the first N training pairs (and every validation pair)"})]),
     "loglik-pool": (cmd_loglik_pool, "log-likelihood under a frozen base of every sample of a best-of-n pool",
                     ["base", "pool", "out", "threads"]),
     "rm-table": (cmd_rm_table, "collect every proxy's metrics.json into one table", ["metrics", "out"]),

@@ -103,15 +103,12 @@ def sample_pairs(
 
 def label_pairs(pairs: str, gold_dir: str, out: str, label_noise: float, threads: int) -> dict:
     """The pairs labelled by the gold (the gold-preferred completion wins), split train/validation."""
-    import json
-
-    import pyarrow.parquet as pq
-
     from .gold import load_gold
+    from .keys import pairs_metadata
     from .util import atomic_file, log, seed_everything, write_json
 
     seed_everything(0, threads)
-    meta = json.loads(pq.read_schema(pairs).metadata[PAIRS_META])
+    meta = pairs_metadata(pairs)
     rng = np.random.default_rng()
     rng.bit_generator.state = meta["rng"]
     df = pd.read_parquet(pairs)

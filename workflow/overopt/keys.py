@@ -54,6 +54,17 @@ def scores_metadata(path: str | Path) -> dict:
     return out
 
 
+def pairs_metadata(path: str | Path) -> dict:
+    """The overopt metadata of a pairs file (`overopt pairs`): its split (`train_pairs` training
+    pairs first, then `val_pairs` for validation, in pair_id order) and the label draw's generator."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    if b"overopt" not in meta:
+        raise ValueError(f"{path}: not a pairs file written by `overopt pairs` (no overopt metadata)")
+    return json.loads(meta[b"overopt"])
+
+
 def require_columns(df, cols, source) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:

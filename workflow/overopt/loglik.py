@@ -43,14 +43,25 @@ class FrozenLM:
         return completion_logprobs(self.lm, self.tok, prompts, completions, batch_size=batch_size())
 
 
-def pairs_table(lm_dir: str, comparisons: str, out: str, threads: int = 1) -> None:
-    """Both completions of every comparison pair (train and validation), keyed by pair_id."""
+def pairs_table(lm_dir: str, comparisons: str, out: str, threads: int = 1, train_pairs: int | None = None) -> None:
+    """Both completions of the comparison pairs, keyed by pair_id: with `train_pairs` (the
+    largest data size of this base's proxies), the first `train_pairs` training pairs and every
+    validation pair of a pairs file (`comparisons.sample_pairs`), the only ones those proxies
+    read; without it, every pair. A pair's numbers do not depend on which others are in the table."""
     from .util import atomic_file, seed_everything
 
     seed_everything(0, threads)
     lm = FrozenLM(lm_dir)
-    df = lm.reads(pd.read_parquet(comparisons, columns=["pair_id", "prompt", "completion_a", "completion_b"]),
-                  ("completion_a", "completion_b"))
+    df = pd.read_parquet(comparisons, columns=["pair_id", "prompt", "completion_a", "completion_b"])
+    if train_pairs is not None:
+        from .keys import pairs_metadata
+
+        n_train = pairs_metadata(comparisons)["train_pairs"]
+        if train_pairs > n_train:
+            raise ValueError(f"{comparisons}: {n_train} training pairs, {train_pairs} asked for")
+        ids = df["pair_id"].to_numpy()
+        df = df[(ids < train_pairs) | (ids >= n_train)]
+    df = lm.reads(df, ("completion_a", "completion_b"))
     prompts = df["prompt"].tolist()
     res = pd.DataFrame({"pair_id": df["pair_id"].to_numpy(),
                         "loglik_a": lm(prompts, df["completion_a"].tolist()),
@@ -77,7 +88,7 @@ def pair_logliks(table: str, df: pd.DataFrame, label: np.ndarray) -> tuple[np.nd
     missing = np.setdiff1d(df["pair_id"].to_numpy(), t.index.to_numpy())
     if len(missing):
         raise ValueError(f"{table}: no log-likelihood for {len(missing)} pairs (e.g. pair_id {missing[0]}): "
-                         "made from other comparisons")
+                         "made from other comparisons, or for fewer training pairs")
     t = t.loc[df["pair_id"].to_numpy()]
     a, b = t["loglik_a"].to_numpy(), t["loglik_b"].to_numpy()
     return np.where(label == 1, a, b), np.where(label == 1, b, a)

@@ -71,9 +71,11 @@ class Costs:
         c = cfg["cluster"]
         self.rate = c["mfu"] * c["peak_tflops"] * 1e12
         # a policy's comparison sample: its cells' largest data size, and the validation pairs
-        self.train_pairs = {}
-        for p, _, d in cell_seeds(cfg):
+        # and of it, the pairs one base's proxies read (that base's log-likelihood table)
+        self.train_pairs, self.base_pairs = {}, {}
+        for p, r, d in cell_seeds(cfg):
             self.train_pairs[p] = max(self.train_pairs.get(p, 0), d)
+            self.base_pairs[p, r] = max(self.base_pairs.get((p, r), 0), d)
 
     # ---- which jobs hold a GPU, and what a model costs in memory
     def on_gpu(self, *models: str) -> bool:
@@ -142,7 +144,8 @@ class Costs:
         if base == "score_gold":
             return n_pool * seq * 2 * Pg, self._gpu("gold", mem=self._weights("gold", True) + self._kv("gold", GOLD_BATCH))
         if base == "loglik_pairs":
-            return 2 * pairs * seq * 2 * P[rm], self._gpu(rm, mem=self._weights(rm, True) + self._logits(LOGLIK["cuda"]))
+            read = self.base_pairs.get((policy, rm), cmp["train_pairs"]) + cmp["val_pairs"]
+            return 2 * read * seq * 2 * P[rm], self._gpu(rm, mem=self._weights(rm, True) + self._logits(LOGLIK["cuda"]))
         if base == "loglik_pool":
             return self.pool_tokens(self.pool_prompts(shard)) * 2 * P[rm], self._gpu(
                 rm, mem=self._weights(rm, True) + self._logits(LOGLIK["cuda"]))

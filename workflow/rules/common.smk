@@ -202,9 +202,10 @@ def grid(pattern):
     return _expand_cells(pattern, grid_cells(CFG))
 
 
-def comparison_pairs(policy):
-    """Training pairs to sample for a policy: the largest data size any of its cells uses."""
-    return max(d for p, _, d in grid_cells(CFG) if p == policy)
+def comparison_pairs(policy, rm=None):
+    """Training pairs to sample for a policy: the largest data size any of its cells uses; with
+    `rm`, the largest its proxies of that size read (their base's log-likelihood table)."""
+    return max(d for p, r, d in grid_cells(CFG) if p == policy and (rm is None or r == rm))
 
 
 def rl_runs(suffix=".csv"):

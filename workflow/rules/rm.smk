@@ -9,6 +9,7 @@ rule loglik_pairs:
         f"{OUT}/loglik/{{policy}}/{{rm}}{{rep}}.pairs.parquet",
     params:
         base=lambda w: base_path(w.rm),
+        train_pairs=lambda w: comparison_pairs(w.policy, w.rm),
     log:
         f"{OUT}/logs/loglik/{{policy}}/{{rm}}{{rep}}.pairs.log",
     benchmark:
@@ -24,7 +25,7 @@ rule loglik_pairs:
         CONDA_ENV
     shell:
         "overopt loglik-pairs --base {params.base} --comparisons {input.comparisons} --out {output}"
-        " --threads {threads} > {log} 2>&1"
+        " --train-pairs {params.train_pairs} --threads {threads} > {log} 2>&1"
 
 
 rule train_rm:
