@@ -11,7 +11,8 @@ from overopt.jobtimes import critical_path, read_jobs, simulate
 def _record(meta, output, rule, inputs, start, end, job_hash):
     name = base64.urlsafe_b64encode(output.encode()).decode().rstrip("=")
     (meta / name).write_text(json.dumps({"rule": rule, "input": inputs, "starttime": start, "endtime": end,
-                                         "job_hash": job_hash, "incomplete": False}))
+                                         "job_hash": job_hash, "incomplete": False,
+                                         "shellcmd": f"overopt {rule} --out {output} > log 2>&1"}))
 
 
 def test_critical_path_and_schedule_of_a_known_graph(tmp_path):
@@ -26,6 +27,7 @@ def test_critical_path_and_schedule_of_a_known_graph(tmp_path):
     _record(meta, "e", "e", [], 12, 24, 5)
     jobs = read_jobs(tmp_path)
     assert sorted(j.rule for j in jobs) == ["a", "b", "c", "d", "e"]  # b's two outputs are one job
+    assert {j.rule: j.command for j in jobs}["c"] == "overopt c --out c > log 2>&1"
     path = [jobs[i].rule for i in critical_path(jobs)]
     assert path == ["a", "b", "c"]
     assert simulate(jobs, 16) == pytest.approx(35)  # enough cores: the critical path

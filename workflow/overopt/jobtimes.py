@@ -29,6 +29,7 @@ class Job:
     end: float
     threads: int = 1
     after: set[int] = field(default_factory=set)  # indices of the jobs this one read from
+    command: str = ""  # the shell command Snakemake ran
 
     @property
     def seconds(self) -> float:
@@ -51,7 +52,8 @@ def read_jobs(workdir: str | Path) -> list[Job]:
             continue
         # one record per output file: a job's records share its hash (their start times differ by microseconds)
         key = (rec["rule"], rec.get("job_hash"))
-        job = by_job.setdefault(key, Job(rec["rule"], [], list(rec.get("input") or []), rec["starttime"], rec["endtime"]))
+        job = by_job.setdefault(key, Job(rec["rule"], [], list(rec.get("input") or []), rec["starttime"], rec["endtime"],
+                                         command=rec.get("shellcmd") or ""))
         job.outputs.append(_decode(f.name))
         job.start, job.end = min(job.start, rec["starttime"]), max(job.end, rec["endtime"])
     jobs = sorted(by_job.values(), key=lambda j: (j.start, j.rule))
