@@ -14,7 +14,9 @@ time in the run (Snakemake's record, start to end):
   proxy bodies where `bon.score_dtype` resolves to it, float32 for everything else);
 - the floor's share of the job's time. No engine that computes the same models in the same
   precision runs a job faster than its floor; the rest of a job's time is GELU, attention,
-  layer norms, sampling, Python, I/O and starting the process.
+  layer norms, sampling, Python, I/O and starting the process;
+- last, the rules' job seconds in the run, the part of them that is matmuls at this rate (each
+  rule's jobs at its longest job's share), and what would remain were every matmul free.
 """
 
 import argparse
@@ -67,6 +69,7 @@ def main():
     print(f"run: {work}\nCPU: {cpu_model()}; matmul (1 thread, 512^3): float32 {f32:.1f}, bfloat16 {b16:.1f} GFLOP/s")
     print(f"{'rule':<13}{'job s':>7}{'matmul GFLOP':>14}{'floor s':>9}{'floor/job':>11}  job")
     os.chdir(work)  # a job's paths are relative to the run's directory
+    total = weighted = 0.0
     for rule in a.rules:
         mine = [j for j in jobs if j.rule == rule and j.command.startswith("overopt ")]
         if not mine:
@@ -84,6 +87,12 @@ def main():
         floor = flops / ((b16 if bf16 else f32) * 1e9)
         print(f"{rule:<13}{job.seconds:>7.1f}{flops / 1e9:>14,.0f}{floor:>9.1f}{floor / job.seconds:>11.2f}  "
               f"{job.outputs[0]}{' (bf16)' if bf16 else ''}  [{counted:.0f} s under the counter]")
+        rule_seconds = sum(j.seconds for j in mine)
+        total += rule_seconds
+        weighted += rule_seconds * floor / job.seconds
+    # each rule's other jobs taken at its longest job's share: its largest models, the most matmul-bound
+    print(f"these rules' {total:.0f} job s in the run hold about {weighted:.0f} s of matmuls at this rate "
+          f"({weighted / max(total, 1e-9):.2f}); without them {total - weighted:.0f} s would remain")
     after = matmul_gflops()
     print(f"float32 matmul after: {after:.1f} GFLOP/s")
 
