@@ -58,7 +58,7 @@ def test_a_table_of_the_pairs_its_proxies_read_has_the_full_tables_numbers(tmp_p
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from overopt.comparisons import PAIRS_META
+    from overopt.keys import META
     from overopt.loglik import pairs_table
     from overopt.rm import train_rm
 
@@ -66,7 +66,7 @@ def test_a_table_of_the_pairs_its_proxies_read_has_the_full_tables_numbers(tmp_p
     df = labelled_pairs(tmp_path)  # 500 training pairs, then 100 for validation
     table = pa.Table.from_pandas(df[["pair_id", "prompt", "completion_a", "completion_b"]], preserve_index=False)
     meta = json.dumps({"train_pairs": 500, "val_pairs": 100}).encode()
-    pq.write_table(table.replace_schema_metadata({PAIRS_META: meta}), tmp_path / "pairs.parquet")
+    pq.write_table(table.replace_schema_metadata({META: meta}), tmp_path / "pairs.parquet")
     pairs_table(str(base), str(tmp_path / "pairs.parquet"), str(tmp_path / "full.parquet"))
     pairs_table(str(base), str(tmp_path / "pairs.parquet"), str(tmp_path / "part.parquet"), train_pairs=300)
     full, part = (pd.read_parquet(tmp_path / f) for f in ("full.parquet", "part.parquet"))

@@ -57,9 +57,6 @@ def make_pairs(
     return df
 
 
-PAIRS_META = b"overopt"  # parquet metadata of a pairs file: the label draw's generator state
-
-
 def sample_pairs(
     policy_dir: str,
     out: str,
@@ -76,15 +73,11 @@ def sample_pairs(
     set that needs only the policy, so that it is ready (and its base log-likelihoods too) by the
     time the gold is. The generator that drew the prompts is saved with the pairs, and labelling
     continues from it: the labelled set is what one job drawing both halves would make."""
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from .models import load_causal, load_tokenizer, sample_texts
+    from .pool import write_table
     from .prompts import training_prompts
     from .templates import render_prompts, template_of
-    from .util import atomic_file, seed_everything
+    from .util import seed_everything
 
     seed_everything(seed, threads)
     rng = np.random.default_rng(seed)
@@ -94,11 +87,7 @@ def sample_pairs(
     asked = render_prompts(tok, template_of(policy_dir), prompts)  # the policy's own template; pairs keep raw prompts
     both = sample_texts(load_causal(policy_dir), tok, asked + asked, completion_tokens, batch_size, seed)
     df = pd.DataFrame({"pair_id": np.arange(n), "prompt": prompts, "completion_a": both[:n], "completion_b": both[n:]})
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = {"rng": rng.bit_generator.state, "train_pairs": train_pairs, "val_pairs": val_pairs}
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PAIRS_META: json.dumps(meta).encode()})
-    with atomic_file(out) as tmp:
-        pq.write_table(table, tmp)
+    write_table(df, out, {"rng": rng.bit_generator.state, "train_pairs": train_pairs, "val_pairs": val_pairs})
 
 
 def label_pairs(pairs: str, gold_dir: str, out: str, label_noise: float, threads: int) -> dict:

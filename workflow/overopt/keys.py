@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+META = b"overopt"  # the parquet metadata key under which overopt's scores and pairs files record theirs
 CELL = ("policy", "rm", "data", "seed")  # a proxy: one (policy, RM size, data size, seed)
 RUN = ("policy", "rm", "data", "kl_penalty", "seed")  # a PPO run: a proxy's cell x its KL penalty
 
@@ -41,14 +42,18 @@ def with_keys(df, keys: dict):
     return df
 
 
-def scores_metadata(path: str | Path) -> dict:
-    """The overopt metadata of a scores file: the proxy's keys and its pi_init offset."""
+def _metadata(path: str | Path, kind: str, writer: str) -> dict:
     import pyarrow.parquet as pq
 
     meta = pq.read_schema(path).metadata or {}
-    if b"overopt" not in meta:
-        raise ValueError(f"{path}: not a scores file written by `overopt score-proxy` (no overopt metadata)")
-    out = json.loads(meta[b"overopt"])
+    if META not in meta:
+        raise ValueError(f"{path}: not a {kind} written by `{writer}` (no overopt metadata)")
+    return json.loads(meta[META])
+
+
+def scores_metadata(path: str | Path) -> dict:
+    """The overopt metadata of a scores file: the proxy's keys and its pi_init offset."""
+    out = _metadata(path, "scores file", "overopt score-proxy")
     if set(CELL) - set(out.get("keys", {})):
         raise ValueError(f"{path}: no grid keys {CELL} in its metadata (written by an older overopt): rescore it")
     return out
@@ -57,12 +62,7 @@ def scores_metadata(path: str | Path) -> dict:
 def pairs_metadata(path: str | Path) -> dict:
     """The overopt metadata of a pairs file (`overopt pairs`): its split (`train_pairs` training
     pairs first, then `val_pairs` for validation, in pair_id order) and the label draw's generator."""
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(path).metadata or {}
-    if b"overopt" not in meta:
-        raise ValueError(f"{path}: not a pairs file written by `overopt pairs` (no overopt metadata)")
-    return json.loads(meta[b"overopt"])
+    return _metadata(path, "pairs file", "overopt pairs")
 
 
 def require_columns(df, cols, source) -> None:

@@ -170,15 +170,18 @@ def write_scores(scored, out: str, keys: dict, pool: int = 0) -> None:
 
 
 def write_table(res, out: str, meta: dict) -> None:
+    """`res` as parquet, written atomically, with `meta` under `keys.META` (read by `keys.scores_metadata`
+    and `keys.pairs_metadata`)."""
     import json
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from .keys import META
     from .util import atomic_file
 
     table = pa.Table.from_pandas(res, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"overopt": json.dumps(meta).encode()})
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META: json.dumps(meta).encode()})
     with atomic_file(out) as tmp:
         pq.write_table(table, tmp)
 
