@@ -18,7 +18,7 @@ if "OMP_NUM_THREADS" in os.environ:
     os.environ.setdefault("RAYON_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 
 from .config import schema_defaults  # noqa: E402
-from .util import setup_logging  # noqa: E402
+from .util import keep_freed_memory, setup_logging  # noqa: E402
 
 
 def _json(s: str):
@@ -464,6 +464,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None):
     a = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     setup_logging()
+    keep_freed_memory()
     return a.fn(a) or 0
 
 
