@@ -86,18 +86,17 @@ def main():
 
     bench = work / out / "benchmarks"
     times = timing_table([(f.relative_to(bench).parts[0], str(f)) for f in bench.rglob("*.tsv")])
-    by_rule = {r.rule: (r.jobs, r.job_seconds, r.cpu_seconds) for r in times.itertuples() if r.rule != "all"}
+    by_rule = {r.rule: (r.jobs, r.job_seconds) for r in times.itertuples() if r.rule != "all"}
     print(f"study: {a.configfile} in {work}")
     print(f"CPU: {cpu_model()}, {a.cores} cores used")
     if wall is not None:
         print(f"wall time: {wall:.0f} s ({wall / 60:.1f} min) on {a.cores} cores")
-    print(f"{'rule':<16}{'jobs':>6}{'job wall s':>12}{'job CPU s':>11}   (benchmark: files)")
-    for rule, (n, s, c) in sorted(by_rule.items(), key=lambda kv: -kv[1][1]):
-        print(f"{rule:<16}{n:>6}{s:>12.0f}{c:>11.0f}")
+    print(f"{'rule':<16}{'jobs':>6}{'job wall s':>12}   (benchmark: files)")
+    for rule, (n, s) in sorted(by_rule.items(), key=lambda kv: -kv[1][1]):
+        print(f"{rule:<16}{n:>6}{s:>12.0f}")
     every = times[times["rule"] == "all"].iloc[0]  # timing_table's own total row
-    total, cpu = every["job_seconds"], every["cpu_seconds"]
-    print(f"{'heavy jobs':<16}{int(every['jobs']):>6}{total:>12.0f}{cpu:>11.0f}"
-          f"   (/ {a.cores} cores = {total / a.cores:.0f} s; CPU / wall {cpu / total:.2f})")
+    total = every["job_seconds"]
+    print(f"{'heavy jobs':<16}{int(every['jobs']):>6}{total:>12.0f}   (/ {a.cores} cores = {total / a.cores:.0f} s)")
     print(f"\nevery job, from Snakemake's records in {work}/.snakemake/metadata:")
     print(format_times(read_jobs(work), outdir=out), end="")
     print(f"\nmatmul (1 thread, 512^3): float32 {before:.1f} GFLOP/s before, {after:.1f} after; "
