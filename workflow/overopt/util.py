@@ -31,8 +31,8 @@ def keep_freed_memory(mmap_mb: int = 32, trim_mb: int = 256) -> bool:
     """Have glibc's malloc keep freed tensor memory for the next tensor instead of returning it
     to the kernel. By default it maps blocks from 128 KB up to a threshold that moves with the
     frees it sees and trims the heap's free top, so the activations of every forward and
-    backward pass page-fault in again: 330-440k page faults in 40 PPO steps of the default study,
-    90k with blocks up to 32 MB on the heap and 256 MB of free top kept; the same outputs, 0-9%
+    backward pass page-fault in again: 320-440k page faults in 40 PPO steps of the default study,
+    86-91k with blocks up to 32 MB on the heap and 256 MB of free top kept; the same outputs, 0-9%
     less time by kind of job (docs/engine.md). Larger blocks are still mapped and returned.
     Glibc only; elsewhere nothing changes."""
     import ctypes
