@@ -5,6 +5,8 @@ Float rounding differs between the two (another order of the same sums), so they
 within stated tolerances: 1e-5 relative for a proxy's metrics, 1e-5 absolute for its pool scores
 (scores of s.d. about 0.1), 1e-4 absolute for a PPO curve of 12 steps (its samples, drawn from the same seeds, coincide to the token)."""
 
+import platform
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -106,7 +108,7 @@ print(faults, hashlib.sha256(w.grad.numpy().tobytes() + repr(losses).encode()).h
 """
 
 
-@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_freed_memory_is_kept_for_the_next_tensors_with_the_same_numbers():
     import os
     import subprocess

@@ -73,8 +73,8 @@ def sample_pairs(
     set that needs only the policy, so that it is ready (and its base log-likelihoods too) by the
     time the gold is. The generator that drew the prompts is saved with the pairs, and labelling
     continues from it: the labelled set is what one job drawing both halves would make."""
+    from .keys import write_table
     from .models import load_causal, load_tokenizer, sample_texts
-    from .pool import write_table
     from .prompts import training_prompts
     from .templates import render_prompts, template_of
     from .util import seed_everything

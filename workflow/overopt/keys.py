@@ -51,6 +51,20 @@ def _metadata(path: str | Path, kind: str, writer: str) -> dict:
     return json.loads(meta[META])
 
 
+def write_table(res, out: str, meta: dict) -> None:
+    """`res` as parquet, written atomically, with `meta` under `META` (read back by `scores_metadata`
+    and `pairs_metadata`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .util import atomic_file
+
+    table = pa.Table.from_pandas(res, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META: json.dumps(meta).encode()})
+    with atomic_file(out) as tmp:
+        pq.write_table(table, tmp)
+
+
 def scores_metadata(path: str | Path) -> dict:
     """The overopt metadata of a scores file: the proxy's keys and its pi_init offset."""
     out = _metadata(path, "scores file", "overopt score-proxy")

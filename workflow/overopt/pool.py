@@ -88,7 +88,7 @@ def score_proxy(pool: str, gold_scores: str | None, rm_dir: str, out: str, threa
     shard's raw scores, re-centred and joined to the gold once merged (`merge_scores`)."""
     import pandas as pd
 
-    from .keys import CELL, read_proxy_metrics
+    from .keys import CELL, read_proxy_metrics, write_table
     from .loglik import pool_logliks
     from .rm import load_proxy, loglik_readout, rewards_by_prompt
     from .templates import proxy_template, render_frame
@@ -166,24 +166,9 @@ def write_scores(scored, out: str, keys: dict, pool: int = 0) -> None:
     pi_init mean kept as file metadata (RL re-centres its proxy scores on exactly that origin).
     `scored`: (table, pi_init mean), as `centred` returns them."""
     res, offset = scored
+    from .keys import write_table
+
     write_table(res, out, {"proxy_offset": offset, "keys": keys, "pool": pool})
-
-
-def write_table(res, out: str, meta: dict) -> None:
-    """`res` as parquet, written atomically, with `meta` under `keys.META` (read by `keys.scores_metadata`
-    and `keys.pairs_metadata`)."""
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .keys import META
-    from .util import atomic_file
-
-    table = pa.Table.from_pandas(res, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META: json.dumps(meta).encode()})
-    with atomic_file(out) as tmp:
-        pq.write_table(table, tmp)
 
 
 def proxy_offset(scores: str) -> float:
