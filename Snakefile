@@ -24,6 +24,19 @@ include: "workflow/rules/scaling.smk"
 include: "workflow/rules/figures.smk"
 
 
+onstart:
+    if CFG["fork_server"] and workflow.local_exec:
+        FORK_SERVER.start()
+
+
+onsuccess:
+    FORK_SERVER.stop()
+
+
+onerror:
+    FORK_SERVER.stop()
+
+
 rule all:
     input:
         all_targets(),

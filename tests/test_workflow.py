@@ -65,6 +65,19 @@ def test_smoke_run_writes_every_proxy(smoke_run, smoke_config):
     assert not list((smoke_run / "results").rglob(".*tmp-*"))  # no half-written leftovers
 
 
+def test_smoke_jobs_fork_from_one_server_that_ends_with_the_run(smoke_run):
+    """A local run's one-thread jobs fork from its fork server (workflow/overopt/forkserver.py);
+    jobs that start before it listens, or take more threads, run on their own."""
+    logs = [f.read_text(errors="replace") for f in (smoke_run / "results" / "logs").rglob("*.log")]
+    forked = [t for t in logs if "forked from the fork server" in t]
+    torch_jobs = [t for t in logs if "overopt:" in t or "INFO" in t]
+    assert len(forked) >= 0.8 * len(torch_jobs) and len(forked) > 20, (len(forked), len(torch_jobs))
+    server_log = smoke_run / ".snakemake" / "log" / "overopt-fork-server.log"
+    assert server_log.exists() and "Traceback" not in server_log.read_text()
+    pids = [int(line.split()[-1]) for t in forked for line in t.splitlines() if "forked from the fork server" in line]
+    assert len(set(pids)) == len(pids)  # a process per job
+
+
 def test_smoke_run_writes_bon_scores_curves_fits_and_figure(smoke_run, smoke_config):
     res = smoke_run / "results"
     n_prompts, n_samples = smoke_config["bon"]["prompts"], smoke_config["bon"]["samples"]

@@ -12,13 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-# Snakemake caps a job's BLAS/OpenMP threads (OMP_NUM_THREADS = the rule's threads) but not the
-# tokenizers library's pool, which otherwise takes every core and slows the jobs beside it.
-if "OMP_NUM_THREADS" in os.environ:
-    os.environ.setdefault("RAYON_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
-
-from .config import schema_defaults  # noqa: E402
-from .util import keep_freed_memory, setup_logging  # noqa: E402
+from .config import schema_defaults
+from .forkserver import run_in_server, serve
+from .util import keep_freed_memory, setup_logging
 
 
 def _json(s: str):
@@ -306,6 +302,10 @@ def cmd_prompts(a):
     write_prompt_table(a.path, a.column, a.heldout, a.seed, a.prompt_chars, a.out)
 
 
+def cmd_fork_server(a):
+    serve(a.socket, a.parent, lambda argv: main(argv, fork=False))
+
+
 def cmd_plan(a):
     import yaml
 
@@ -445,6 +445,8 @@ COMMANDS = {
                     "out"]),
     "prompts": (cmd_prompts, "read a prompts file, cut and split it into train / held out",
                 ["path", "column", "heldout", "seed", "prompt-chars", "out"]),
+    "fork-server": (cmd_fork_server, "run jobs forked from one process that imported torch once (the Snakefile starts it)",
+                    [("socket", _req), ("parent", {"type": int, "required": True, "help": "stop when this process is gone"})]),
     "plan": (cmd_plan, "jobs, GPU-hours, runtime and GPU memory per rule and the critical path of a config (exit 1: a job cannot fit)", ["config", "mfu", "peak-tflops"]),
 }
 
@@ -461,8 +463,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None):
-    a = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+def main(argv=None, fork=True):
+    """`fork`: run in this run's fork server where one takes the job (`forkserver`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Snakemake caps a job's BLAS/OpenMP threads (OMP_NUM_THREADS = the rule's threads) but not the
+    # tokenizers library's pool, which otherwise takes every core and slows the jobs beside it.
+    if "OMP_NUM_THREADS" in os.environ:
+        os.environ.setdefault("RAYON_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+    if fork and (code := run_in_server(argv)) is not None:
+        return code
+    a = parser().parse_args(argv)
     setup_logging()
     keep_freed_memory()
     return a.fn(a) or 0

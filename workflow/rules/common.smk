@@ -2,6 +2,7 @@
 from overopt.config import (ConfigError, canonical, cell_seeds, grid_cells, model_params, ppo_settings, rl_cells, rl_seeds,
                             validate)
 from overopt.config import rl_runs as rl_run_cells
+from overopt.forkserver import Server
 from overopt.plan import Costs, requested_minutes
 
 try:
@@ -14,6 +15,8 @@ OUT = CFG["outdir"]
 # installs this checkout), for `--software-deployment-method conda`
 CONDA_ENV = "../../envs/overopt.yaml"
 MODELS = CFG["models"]
+# a local run's jobs fork from one process that imported torch (config fork_server)
+FORK_SERVER = Server(".snakemake/log/overopt-fork-server.log")
 
 
 def _one_of(names):

@@ -1,0 +1,127 @@
+"""Jobs forked from the fork server compute what they compute alone, and behave as processes:
+exit codes, error output and signals pass through; a job whose environment differs from the
+server's runs in its own process."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN
+from overopt.forkserver import ENV, THREAD_VARS, Server
+
+SPEC = json.dumps({"n_layer": 2, "n_embd": 32, "n_head": 2})
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """A running fork server, as the Snakefile starts one, and the environment of its jobs."""
+    for k in THREAD_VARS:
+        monkeypatch.setenv(k, "1")  # Snakemake's for a one-thread job
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv(ENV, raising=False)
+    s = Server(str(tmp_path / "server.log"))
+    s.start()
+    sock = os.environ[ENV].partition(":")[2]
+    t0 = time.monotonic()
+    while not os.path.exists(sock):
+        assert time.monotonic() - t0 < 60, (tmp_path / "server.log").read_text()
+        time.sleep(0.05)
+    yield dict(os.environ)
+    s.stop()
+    monkeypatch.delenv(ENV, raising=False)
+    assert not os.path.exists(sock) and s.proc.poll() is not None
+
+
+def overopt(env, *args, cwd):
+    return subprocess.run([str(BIN / "overopt"), *args], env=env, cwd=cwd, capture_output=True, text=True)
+
+
+def pretrain_args(out, steps=30):
+    return ["pretrain", "--spec", SPEC, "--tokenizer", "tok", "--out", out, "--steps", str(steps), "--batch-size", "16",
+            "--seq-len", "64", "--lr", "0.003", "--seed", "0"]
+
+
+def test_a_forked_job_writes_the_bits_of_a_job_run_alone(server, tmp_path):
+    alone = {k: v for k, v in server.items() if k != ENV}
+    assert overopt(alone, "tokenizer", "--out", "tok", cwd=tmp_path).returncode == 0
+    forked = overopt(server, *pretrain_args("forked"), cwd=tmp_path)
+    own = overopt(alone, *pretrain_args("alone"), cwd=tmp_path)
+    assert forked.returncode == 0 and own.returncode == 0, forked.stderr + own.stderr
+    assert "forked from the fork server" in forked.stderr and "fork server" not in own.stderr
+    assert "pretrain" in forked.stderr  # the job's own log lines reach the job's stderr
+    for f in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert (tmp_path / "forked" / f).read_bytes() == (tmp_path / "alone" / f).read_bytes(), f
+    m = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("forked", "alone")]
+    for x in m:
+        x.pop("seconds")
+    assert m[0] == m[1] and m[0]
+
+
+def test_exit_codes_and_error_output_pass_through(server, tmp_path):
+    alone = {k: v for k, v in server.items() if k != ENV}
+    assert overopt(alone, "tokenizer", "--out", "tok", cwd=tmp_path).returncode == 0
+    no_width = pretrain_args("m")
+    no_width[no_width.index(SPEC)] = json.dumps({"n_layer": 2, "n_head": 2})
+    for args, code, says in ((["pretrain", "--steps", "x"], 2, "--steps"), (no_width, 1, "KeyError: 'n_embd'")):
+        forked, own = overopt(server, *args, cwd=tmp_path), overopt(alone, *args, cwd=tmp_path)
+        assert "forked from the fork server" in forked.stderr
+        assert forked.returncode == own.returncode == code
+        last = lambda r: r.stderr.strip().splitlines()[-1]
+        assert last(forked) == last(own) and says in last(own), own.stderr
+
+
+def test_a_job_in_another_environment_runs_in_its_own_process(server, tmp_path):
+    r = overopt({**server, "OVEROPT_ENGINE": "hf"}, "tokenizer", "--out", "tok", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "tok").is_dir()
+    assert "declined (another environment: OVEROPT_ENGINE)" in r.stderr
+    r = overopt({**server, "OMP_NUM_THREADS": "2"}, "tokenizer", "--out", "tok2", cwd=tmp_path)
+    assert "declined" in r.stderr and "OMP_NUM_THREADS" in r.stderr and (tmp_path / "tok2").is_dir()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_job_takes_its_forked_child_with_it(server, tmp_path, sig):
+    """SIGTERM is passed on to the child; after SIGKILL, which the job cannot pass on, the server
+    sees the job's connection close and stops the child."""
+    assert overopt(server, "tokenizer", "--out", "tok", cwd=tmp_path).returncode == 0
+    p = subprocess.Popen([str(BIN / "overopt"), *pretrain_args("m", steps=10**6)], env=server, cwd=tmp_path,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    line = p.stderr.readline()
+    assert "forked from the fork server as pid" in line, line
+    child = int(line.split()[-1])
+    os.kill(child, 0)  # running
+    p.send_signal(sig)
+    assert p.wait(30) == -sig  # as a job run alone ends
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"child {child} still running")
+    assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_the_server_ends_with_the_run_that_started_it(tmp_path):
+    """A Snakemake killed before its onerror runs leaves no server behind."""
+    code = ("import os, sys, time; from overopt.forkserver import Server, ENV; s = Server(sys.argv[1]); s.start(); "
+            "p = os.environ[ENV].partition(':')[2]\nwhile not os.path.exists(p): time.sleep(0.05)\n"
+            "print(s.proc.pid, p, flush=True); os._exit(0)")
+    out = subprocess.run([str(BIN / "python"), "-c", code, str(tmp_path / "log")], capture_output=True, text=True,
+                         timeout=120)
+    pid, sock = out.stdout.split()
+    def running():  # an exited process that nobody has reaped yet is a zombie (Z)
+        try:
+            return " Z" not in open(f"/proc/{pid}/stat").read().split(")")[-1][:3]
+        except FileNotFoundError:
+            return False
+
+    t0 = time.monotonic()
+    while running() and time.monotonic() - t0 < 10:
+        time.sleep(0.1)
+    assert not running() and not os.path.exists(sock)
