@@ -53,6 +53,9 @@ def test_a_forked_job_writes_the_bits_of_a_job_run_alone(server, tmp_path):
     assert forked.returncode == 0 and own.returncode == 0, forked.stderr + own.stderr
     assert "forked from the fork server" in forked.stderr and "fork server" not in own.stderr
     assert "pretrain" in forked.stderr  # the job's own log lines reach the job's stderr
+    end = forked.stderr.strip().splitlines()[-1]  # the child's own CPU time and memory
+    assert end.startswith("overopt: forked job ended with 0: CPU ") and float(end.split()[7]) > 0.1, end
+    assert 50 < float(end.split()[-2]) < 2000, end
     for f in ("model.safetensors", "config.json", "tokenizer.json"):
         assert (tmp_path / "forked" / f).read_bytes() == (tmp_path / "alone" / f).read_bytes(), f
     m = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("forked", "alone")]

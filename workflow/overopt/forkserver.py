@@ -103,6 +103,9 @@ def run_in_server(argv: list[str]) -> int | None:
         print("overopt: the fork server stopped before the job ended", file=sys.stderr)
         return 1
     code = os.waitstatus_to_exitcode(done["status"])
+    # Snakemake's benchmark measures this process, not the child: the child's own numbers
+    print(f"overopt: forked job ended with {code}: CPU {done['cpu_s']:.1f} s, max RSS {done['max_rss_kb'] / 1024:.0f} MB",
+          file=sys.stderr, flush=True)
     if code < 0:  # the child was killed by a signal: so is the job, as its parent would see it
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
@@ -212,7 +215,7 @@ def serve(path: str, parent: int, main) -> None:
                     _pass_on(jobs[s], signal.SIGTERM)
             while jobs:
                 try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
+                    pid, status, usage = os.wait4(-1, os.WNOHANG)
                 except ChildProcessError:
                     break
                 if pid == 0:
@@ -221,7 +224,7 @@ def serve(path: str, parent: int, main) -> None:
                 del jobs[conn]
                 orphans.discard(conn)
                 try:
-                    _send(conn, {"status": status})
+                    _send(conn, {"status": status, "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_kb": usage.ru_maxrss})
                 except OSError:
                     pass
                 conn.close()
