@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import BIN
-from overopt.forkserver import ENV, THREAD_VARS, Server
+from overopt.forkserver import ENV, THREAD_VARS, Server, run_in_server, serve
 
 SPEC = json.dumps({"n_layer": 2, "n_embd": 32, "n_head": 2})
 
@@ -75,6 +75,40 @@ def test_exit_codes_and_error_output_pass_through(server, tmp_path):
         assert forked.returncode == own.returncode == code
         last = lambda r: [x for x in r.stderr.strip().splitlines() if not x.startswith("overopt: forked")][-1]
         assert last(forked) == last(own) and says in last(own), own.stderr
+
+
+def test_the_child_runs_in_the_jobs_directory_with_its_environment(tmp_path, monkeypatch, capfd):
+    """What may differ between a job and the server (its TMPDIR) is the job's in the child, and so
+    are its working directory, arguments and standard output."""
+    import multiprocessing
+    import socket
+
+    def main(argv):
+        print(os.environ.get("TMPDIR"), os.getcwd(), *argv, flush=True)
+        return 3
+
+    sock = str(tmp_path / "s")
+    server = multiprocessing.get_context("fork").Process(target=serve, args=(sock, os.getpid(), main))
+    server.start()
+    try:
+        t0 = time.monotonic()
+        while not os.path.exists(sock):
+            assert time.monotonic() - t0 < 60 and server.is_alive()
+            time.sleep(0.05)
+        (tmp_path / "job").mkdir()
+        monkeypatch.chdir(tmp_path / "job")
+        monkeypatch.setenv("TMPDIR", str(tmp_path / "jobtmp"))
+        monkeypatch.setenv(ENV, f"{socket.gethostname()}:{sock}")
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        try:
+            assert run_in_server(["a", "b"]) == 3
+        finally:
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+        assert f"{tmp_path / 'jobtmp'} {tmp_path / 'job'} a b" in capfd.readouterr().out
+    finally:
+        server.terminate()
+        server.join(30)
 
 
 def test_a_job_in_another_environment_runs_in_its_own_process(server, tmp_path):
