@@ -161,4 +161,4 @@ def test_the_server_ends_with_the_run_that_started_it(tmp_path):
     t0 = time.monotonic()
     while running() and time.monotonic() - t0 < 10:
         time.sleep(0.1)
-    assert not running() and not os.path.exists(sock)
+    assert not running() and not os.path.exists(os.path.dirname(sock))  # nor its socket's directory

@@ -37,6 +37,7 @@ PER_JOB = frozenset({ENV, "TMPDIR", "TMP", "TEMP", "TEMPDIR", "PWD", "OLDPWD", "
 # one-thread job, and forks only for jobs that have it
 THREAD_VARS = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+_DIR_PREFIX = "overopt-fs-"
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 PRELOAD = ("numpy", "torch", "pandas", "pyarrow.parquet", "scipy.optimize", "overopt.models", "overopt.plain",
            "overopt.rm", "overopt.ppo", "overopt.pool", "overopt.gold", "overopt.loglik", "overopt.comparisons")
@@ -233,6 +234,8 @@ def serve(path: str, parent: int, main) -> None:
             _pass_on(pid, signal.SIGTERM)
         srv.close()
         Path(path).unlink(missing_ok=True)
+        if Path(path).parent.name.startswith(_DIR_PREFIX):  # the directory `Server.start` made for it
+            shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 
 def _accept(srv: socket.socket, jobs: dict, own: dict, main, server_fds: tuple) -> None:
@@ -299,7 +302,7 @@ class Server:
         """Start the server and point this process's jobs to it. It is not waited for: a job that
         starts before the server listens runs in its own process."""
         # a short path: a Unix socket's is limited to about 100 bytes
-        self.dir = Path(tempfile.mkdtemp(prefix="overopt-fs-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
         path = self.dir / "socket"
         env = {**os.environ, **{k: "1" for k in THREAD_VARS}}
         env.pop(ENV, None)
