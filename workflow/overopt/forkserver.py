@@ -60,12 +60,12 @@ def _recv(conn: socket.socket, maxfds: int = 0):
     data, fds, _, _ = socket.recv_fds(conn, 1 << 16, maxfds) if maxfds else (conn.recv(1 << 16), [], 0, None)
     if not data:
         return None, fds
-    while len(data) < 4 or len(data) < 4 + struct.unpack("!I", data[:4])[0]:
+    while len(data) < 4 or len(data) < 4 + (n := struct.unpack("!I", data[:4])[0]):
         more = conn.recv(1 << 16)
         if not more:
             raise ConnectionError("fork server: message cut short")
         data += more
-    return json.loads(data[4: 4 + struct.unpack("!I", data[:4])[0]]), fds
+    return json.loads(data[4: 4 + n]), fds
 
 
 # --------------------------------------------------------------------------- the job's side
@@ -195,7 +195,7 @@ def serve(path: str, parent: int, main) -> None:
     srv.bind(path + ".tmp")
     srv.listen(64)
     os.replace(path + ".tmp", path)  # jobs find it once it listens
-    jobs: dict[socket.socket, int] = {}  # connection -> child pid
+    jobs: dict[int, socket.socket] = {}  # child pid -> its job's connection
     orphans: set[socket.socket] = set()  # connections whose job went away
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # a child's exit wakes the loop through this pipe, so its job hears of it at once
@@ -205,7 +205,8 @@ def serve(path: str, parent: int, main) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     try:
         while os.getppid() == parent:
-            ready, _, _ = select.select([srv, wake_r, *(c for c in jobs if c not in orphans)], [], [], 1.0)
+            pids = {c: pid for pid, c in jobs.items()}
+            ready, _, _ = select.select([srv, wake_r, *(c for c in pids if c not in orphans)], [], [], 1.0)
             for s in ready:
                 if s == wake_r:
                     os.read(wake_r, 4096)
@@ -213,7 +214,7 @@ def serve(path: str, parent: int, main) -> None:
                     _accept(srv, jobs, own, main, (wake_r, wake_w))
                 elif not _alive(s):  # the job was killed: stop its child too
                     orphans.add(s)
-                    _pass_on(jobs[s], signal.SIGTERM)
+                    _pass_on(pids[s], signal.SIGTERM)
             while jobs:
                 try:
                     pid, status, usage = os.wait4(-1, os.WNOHANG)
@@ -221,8 +222,7 @@ def serve(path: str, parent: int, main) -> None:
                     break
                 if pid == 0:
                     break
-                conn = next(c for c, p in jobs.items() if p == pid)
-                del jobs[conn]
+                conn = jobs.pop(pid)
                 orphans.discard(conn)
                 try:
                     _send(conn, {"status": status, "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_kb": usage.ru_maxrss})
@@ -230,7 +230,7 @@ def serve(path: str, parent: int, main) -> None:
                     pass
                 conn.close()
     finally:
-        for pid in jobs.values():
+        for pid in jobs:
             _pass_on(pid, signal.SIGTERM)
         srv.close()
         Path(path).unlink(missing_ok=True)
@@ -257,7 +257,10 @@ def _accept(srv: socket.socket, jobs: dict, own: dict, main, server_fds: tuple) 
     if why:
         for fd in fds:
             os.close(fd)
-        _send(conn, {"refused": why})
+        try:
+            _send(conn, {"refused": why})
+        except OSError:  # the job is gone already
+            pass
         conn.close()
         return
     sys.stdout.flush()
@@ -270,7 +273,7 @@ def _accept(srv: socket.socket, jobs: dict, own: dict, main, server_fds: tuple) 
         code = 1
         try:
             srv.close()
-            for c in jobs:
+            for c in jobs.values():
                 c.close()
             conn.close()
             for fd in server_fds:
@@ -285,7 +288,7 @@ def _accept(srv: socket.socket, jobs: dict, own: dict, main, server_fds: tuple) 
         _send(conn, {"pid": pid})
     except OSError:  # the job is gone already: the loop sees its connection closed
         pass
-    jobs[conn] = pid
+    jobs[pid] = conn
 
 
 # --------------------------------------------------------------------------- the workflow's side
