@@ -1,3 +1,4 @@
+import re
 import numpy as np
 import pytest
 import torch
@@ -202,3 +203,17 @@ def test_bfloat16_gelu_from_its_table_has_the_kernels_bits():
     w = torch.randn(8, dtype=torch.bfloat16, requires_grad=True)
     _gelu(w, "tanh").sum().backward()
     assert w.grad is not None and (w.grad != 0).any()
+
+
+def test_a_missing_model_folder_is_named_not_asked_of_the_hub(tmp_path, monkeypatch):
+    from overopt.hf import read_spec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    for ref in ["results/tokenizer", str(tmp_path / "gone"), "./gone", "a/b/c"]:
+        with pytest.raises(FileNotFoundError, match=f"^{re.escape(ref)}: no such directory"):
+            load_tokenizer(ref)
+        with pytest.raises(FileNotFoundError, match=re.escape(ref)):
+            load_causal(ref)
+    # what can only be a hub id stays one
+    assert read_spec("gpt2") == {"hf": "gpt2"} and read_spec("owner/name") == {"hf": "owner/name"}

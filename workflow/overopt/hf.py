@@ -41,7 +41,19 @@ def read_spec(ref: str | Path) -> dict:
     ref = str(ref)
     if ref.endswith(".json"):
         return json.loads(Path(ref).read_text())
+    if _missing_folder(ref):
+        raise FileNotFoundError(f"{ref}: no such directory")
     return {"hf": ref}
+
+
+def _missing_folder(ref: str) -> bool:
+    """Whether `ref` names a local folder that is not there. A Hugging Face id is `name` or
+    `owner/name`; a ref that is absolute, starts with `.`, has more parts, or whose first part is a
+    folder here is a path, and asking the hub for it would only end in a connection error."""
+    p = Path(ref)
+    if p.exists():
+        return False
+    return p.is_absolute() or ref.startswith(".") or len(p.parts) > 2 or (len(p.parts) == 2 and Path(p.parts[0]).is_dir())
 
 
 def tokenizer_source(ref: str | Path) -> str:
