@@ -68,6 +68,22 @@ def killed_after(step: int):
         ppo.save_checkpoint = real
 
 
+@pytest.fixture
+def resumed_from(monkeypatch):
+    """The step each PPO run of the test resumed from, in order: what its checkpoint loads returned."""
+    import overopt.ppo as ppo
+
+    starts, real = [], ppo.load_checkpoint
+
+    def load(*args, **kwargs):
+        out = real(*args, **kwargs)
+        starts.append(out[0])
+        return out
+
+    monkeypatch.setattr(ppo, "load_checkpoint", load)
+    return starts
+
+
 def tiny_base(tmp_path, seed):
     """A randomly initialised 1-layer GPT-2 LM on the corpus's character tokenizer, saved in tmp_path/base."""
     import torch

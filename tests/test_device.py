@@ -85,7 +85,7 @@ def _ppo(world, tmp_path, name, lora):
 
 @gpu
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_ppo_on_the_gpu_is_seeded_and_resumes(world, tmp_path, monkeypatch, lora):
+def test_ppo_on_the_gpu_is_seeded_and_resumes(world, tmp_path, monkeypatch, lora, resumed_from):
     """Two runs give the same CSV, and so does a run killed after step 2 and resumed (the CUDA
     generator's state goes through the checkpoint). Up to float noise: some CUDA backward
     kernels (gather's scatter-add) accumulate in no fixed order."""
@@ -97,6 +97,7 @@ def test_ppo_on_the_gpu_is_seeded_and_resumes(world, tmp_path, monkeypatch, lora
     with pytest.raises(KeyboardInterrupt), killed_after(2):
         _ppo(world, tmp_path, "c", lora)
     pd.testing.assert_frame_equal(a, _ppo(world, tmp_path, "c", lora), rtol=1e-3)
+    assert resumed_from == [2]
     assert np.isfinite(a.drop(columns="step").to_numpy()).all() and a["kl"].iloc[-1] != 0
 
 

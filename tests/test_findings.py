@@ -2,6 +2,8 @@
 not to, the cluster bootstrap behind its intervals, the findings CLI, the forecast and the
 extrapolation error."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -82,11 +84,23 @@ def test_a_family_built_to_show_the_best_of_n_findings_passes_them():
     assert f["F2"].status == f["F8"].status == f["F12"].status == "SKIP"  # no RL cells
 
 
-def test_findings_evaluated_in_several_processes_equal_one_by_one():
+def test_findings_evaluated_in_several_processes_equal_one_by_one(monkeypatch):
+    import overopt.protocol as protocol
+
+    evaluate, pids = protocol.evaluate, []
+
+    def recorded(*args):  # each result says which process evaluated it
+        result = evaluate(*args)
+        result.pid = os.getpid()
+        return result
+
+    monkeypatch.setattr(protocol, "evaluate", recorded)
     cells = bon_family()
     one = findings(cells, {}, "pol", 64, 0.3, {}, B=50)
     two = findings(cells, {}, "pol", 64, 0.3, {}, B=50, workers=2)
     assert [r.line() for r in two] == [r.line() for r in one]
+    # (which worker takes which finding is the pool's choice: at least one other process, never this one)
+    assert {r.pid for r in one} == {os.getpid()} and os.getpid() not in {r.pid for r in two}
     assert len(one) > 2 and any("[" in r.detail for r in one)
 
 

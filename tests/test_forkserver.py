@@ -17,8 +17,8 @@ SPEC = json.dumps({"n_layer": 2, "n_embd": 32, "n_head": 2})
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
-    """A running fork server, as the Snakefile starts one, and the environment of its jobs."""
+def started(tmp_path, monkeypatch):
+    """A running fork server, as the Snakefile starts one."""
     for k in THREAD_VARS:
         monkeypatch.setenv(k, "1")  # Snakemake's for a one-thread job
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
@@ -30,10 +30,16 @@ def server(tmp_path, monkeypatch):
     while not os.path.exists(sock):
         assert time.monotonic() - t0 < 60, (tmp_path / "server.log").read_text()
         time.sleep(0.05)
-    yield dict(os.environ)
+    yield s
     s.stop()
     monkeypatch.delenv(ENV, raising=False)
     assert not os.path.exists(sock) and s.proc.poll() is not None
+
+
+@pytest.fixture
+def server(started):
+    """The environment of a running fork server's jobs."""
+    return dict(os.environ)
 
 
 def overopt(env, *args, cwd):
@@ -84,7 +90,7 @@ def test_the_child_runs_in_the_jobs_directory_with_its_environment(tmp_path, mon
     import socket
 
     def main(argv):
-        print(os.environ.get("TMPDIR"), os.getcwd(), *argv, flush=True)
+        print(os.environ.get("TMPDIR"), os.getcwd(), oct(os.umask(0)), *argv, flush=True)
         return 3
 
     sock = str(tmp_path / "s")
@@ -100,12 +106,14 @@ def test_the_child_runs_in_the_jobs_directory_with_its_environment(tmp_path, mon
         monkeypatch.setenv("TMPDIR", str(tmp_path / "jobtmp"))
         monkeypatch.setenv(ENV, f"{socket.gethostname()}:{sock}")
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        umask = os.umask(0o027)
         try:
             assert run_in_server(["a", "b"]) == 3
         finally:
+            os.umask(umask)
             for sig, h in handlers.items():
                 signal.signal(sig, h)
-        assert f"{tmp_path / 'jobtmp'} {tmp_path / 'job'} a b" in capfd.readouterr().out
+        assert f"{tmp_path / 'jobtmp'} {tmp_path / 'job'} 0o27 a b" in capfd.readouterr().out
     finally:
         server.terminate()
         server.join(30)
@@ -123,24 +131,11 @@ def test_a_job_in_another_environment_runs_in_its_own_process(server, tmp_path):
 def test_a_killed_job_takes_its_forked_child_with_it(server, tmp_path, sig):
     """SIGTERM is passed on to the child; after SIGKILL, which the job cannot pass on, the server
     sees the job's connection close and stops the child."""
-    assert overopt(server, "tokenizer", "--out", "tok", cwd=tmp_path).returncode == 0
-    p = subprocess.Popen([str(BIN / "overopt"), *pretrain_args("m", steps=10**6)], env=server, cwd=tmp_path,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    line = p.stderr.readline()
-    assert "forked from the fork server as pid" in line, line
-    child = int(line.split()[-1])
+    p, child = _long_job(server, tmp_path)
     os.kill(child, 0)  # running
     p.send_signal(sig)
     assert p.wait(30) == -sig  # as a job run alone ends
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 30:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"child {child} still running")
+    assert _gone(child), f"child {child} still running"
     assert not (tmp_path / "m" / "model.safetensors").exists()
 
 
@@ -162,3 +157,94 @@ def test_the_server_ends_with_the_run_that_started_it(tmp_path):
     while running() and time.monotonic() - t0 < 10:
         time.sleep(0.1)
     assert not running() and not os.path.exists(os.path.dirname(sock))  # nor its socket's directory
+
+
+def test_a_message_is_read_alone_when_the_next_has_arrived_with_it():
+    """A quick job's exit status can reach the job in the same read as its pid."""
+    import socket
+
+    from overopt.forkserver import _recv, _send
+
+    a, b = socket.socketpair()
+    _send(a, {"pid": 5})
+    _send(a, {"status": 0})
+    a.close()
+    assert [_recv(b)[0] for _ in range(3)] == [{"pid": 5}, {"status": 0}, None]
+
+
+def _in_process_server(tmp_path, target):
+    import multiprocessing
+
+    sock = str(tmp_path / "s")
+    server = multiprocessing.get_context("fork").Process(target=target, args=(sock,))
+    server.start()
+    t0 = time.monotonic()
+    while not os.path.exists(sock):
+        assert time.monotonic() - t0 < 60 and server.is_alive()
+        time.sleep(0.05)
+    return server, sock
+
+
+def _no_fork(sock):
+    def fail():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    os.fork = fail  # in the server's own process only
+    serve(sock, os.getppid(), lambda argv: 0)
+
+
+def test_a_job_the_server_cannot_fork_runs_in_its_own_process(tmp_path, monkeypatch, capfd):
+    import socket
+
+    server, sock = _in_process_server(tmp_path, _no_fork)
+    try:
+        monkeypatch.setenv(ENV, f"{socket.gethostname()}:{sock}")
+        for _ in range(2):  # and the server goes on
+            assert run_in_server(["a"]) is None
+            assert "fork server declined (fork failed ([Errno 11]" in capfd.readouterr().err
+            assert server.is_alive()
+    finally:
+        server.terminate()
+        server.join(30)
+
+
+def _long_job(env, tmp_path):
+    assert overopt(env, "tokenizer", "--out", "tok", cwd=tmp_path).returncode == 0
+    p = subprocess.Popen([str(BIN / "overopt"), *pretrain_args("m", steps=10**6)], env=env, cwd=tmp_path,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    line = p.stderr.readline()
+    assert "forked from the fork server as pid" in line, line
+    return p, int(line.split()[-1])
+
+
+def _gone(pid, within=30):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < within:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_job_whose_child_is_killed_outright_ends_killed(server, tmp_path):
+    """As a job run alone ends when the OOM killer takes it."""
+    p, child = _long_job(server, tmp_path)
+    os.kill(child, signal.SIGKILL)
+    assert p.wait(30) == -signal.SIGKILL, p.stderr.read()
+
+
+def test_children_die_with_a_server_killed_outright(started, tmp_path):
+    p, child = _long_job(dict(os.environ), tmp_path)
+    started.proc.kill()
+    assert p.wait(30) == 1 and "fork server stopped before the job ended" in p.stderr.read()
+    assert _gone(child), f"child {child} still running"
+    assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_a_job_under_other_process_settings_runs_in_its_own_process(server, tmp_path):
+    r = subprocess.run(["nice", "-n", "3", str(BIN / "overopt"), "tokenizer", "--out", "tok"], env=server, cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "tok").is_dir()
+    assert "declined (other process settings: nice)" in r.stderr

@@ -272,7 +272,7 @@ def _toy_ppo(world, policy, tmp_path, out, steps=4):
                    6, cfg, threads=1)
 
 
-def test_killed_lora_ppo_run_resumes_to_the_same_csv(world, tmp_path):
+def test_killed_lora_ppo_run_resumes_to_the_same_csv(world, tmp_path, resumed_from):
     """The LoRA checkpoint holds only the adapter (the base is pi_init); resuming gives the same run."""
     from safetensors import safe_open
 
@@ -284,6 +284,7 @@ def test_killed_lora_ppo_run_resumes_to_the_same_csv(world, tmp_path):
         keys = list(f.keys())
     assert keys and all("lora_" in k for k in keys), keys
     resumed = _toy_ppo(world, policy, tmp_path, "part.csv")
+    assert resumed_from == [2]
     pd.testing.assert_frame_equal(whole, resumed)
     assert abs(whole["kl"].iloc[0]) < 1e-5 and whole["kl"].iloc[-1] > 0
 

@@ -23,8 +23,9 @@ def test_critical_path_and_schedule_of_a_known_graph(tmp_path):
     _record(meta, "b", "b", ["a"], 10, 15, 2)
     _record(meta, "b2", "b", ["a"], 10.000001, 15, 2)
     _record(meta, "c", "c", ["b/x.json"], 15, 35, 3)
-    _record(meta, "d", "d", [], 0, 12, 4)
-    _record(meta, "e", "e", [], 12, 24, 5)
+    # d and e started first in the run: a schedule in the run's order would put them before a
+    _record(meta, "d", "d", [], -2, 10, 4)
+    _record(meta, "e", "e", [], -1, 11, 5)
     jobs = read_jobs(tmp_path)
     assert sorted(j.rule for j in jobs) == ["a", "b", "c", "d", "e"]  # b's two outputs are one job
     assert {j.rule: j.command for j in jobs}["c"] == "overopt c --out c > log 2>&1"
@@ -32,5 +33,6 @@ def test_critical_path_and_schedule_of_a_known_graph(tmp_path):
     assert path == ["a", "b", "c"]
     assert simulate(jobs, 16) == pytest.approx(35)  # enough cores: the critical path
     assert simulate(jobs, 1) == pytest.approx(59)  # one core: every job in turn
-    # two cores, longest chain first: a, b, c on one core, d then e on the other
+    # two cores, longest chain first: a, b, c on one core, d then e on the other (d and e
+    # first, in the run's order, would end at 47)
     assert simulate(jobs, 2) == pytest.approx(35)

@@ -23,10 +23,21 @@ def _imports():
                     target = node.module.split(".")[0]
                 elif node.module and node.module.startswith("overopt."):
                     target = node.module.split(".")[1]
+                elif (node.level == 1 and not node.module) or node.module == "overopt":  # from . import x
+                    graph[mod] |= {(a.name, a.name) for a in node.names}
+                    continue
                 else:
                     continue
                 graph[mod] |= {(target, a.name) for a in node.names}
+            elif isinstance(node, ast.Import):  # import overopt.x
+                graph[mod] |= {(a.name.split(".")[1],) * 2 for a in node.names if a.name.startswith("overopt.")}
     return graph
+
+
+def test_every_form_of_import_is_an_edge():
+    graph = _imports()
+    assert ("plain", "plain") in graph["models"]  # from . import plain
+    assert ("models", "load_causal") in graph["pool"]  # from .models import load_causal
 
 
 def test_no_import_cycle_and_no_private_names_across_modules():

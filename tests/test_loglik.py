@@ -31,6 +31,13 @@ def test_proxies_from_the_tables_equal_proxies_that_run_their_base(tmp_path):
         for k in a:
             np.testing.assert_allclose(b[k].numpy(), a[k].numpy(), rtol=1e-4, atol=1e-6)
         assert json.loads((tmp_path / f"cached{n}" / "readout.json").read_text())["base_loglik_weight"] != 0
+    # and the proxy learns from the table it is given: changed entries change it
+    t = pd.read_parquet(tmp_path / "ll.pairs.parquet")
+    t[["loglik_a", "loglik_b"]] = t[["loglik_b", "loglik_a"]].to_numpy()
+    t.to_parquet(tmp_path / "ll.swapped.parquet")
+    swapped = train_rm(str(base), out=str(tmp_path / "swapped"), data_size=300, loglik=str(tmp_path / "ll.swapped.parquet"), **kw)
+    weight = json.loads((tmp_path / "cached300" / "readout.json").read_text())["base_loglik_weight"]
+    assert swapped["base_loglik_weight"] != pytest.approx(weight, rel=1e-3)
 
     pool = pd.DataFrame({"prompt_id": np.repeat(np.arange(3), 16), "sample_id": np.tile(np.arange(16), 3),
                          "prompt": np.repeat(df["prompt"].to_numpy()[:3], 16), "completion": df["completion_a"].to_numpy()[:48]})
@@ -43,6 +50,17 @@ def test_proxies_from_the_tables_equal_proxies_that_run_their_base(tmp_path):
     own, cached = (pd.read_parquet(tmp_path / f).sort_values(["prompt_id", "sample_id"]) for f in ("own.parquet", "cached.parquet"))
     np.testing.assert_allclose(cached["proxy"].to_numpy(), own["proxy"].to_numpy(), rtol=0, atol=1e-6)
     assert own["proxy"].std() > 0
+    # the scores are read from the table, not recomputed beside it: a changed entry moves its own
+    # score, and the others only by the shift of the pool's mean
+    t = pd.read_parquet(tmp_path / "ll.pool.parquet")
+    t.loc[0, "loglik"] -= 5.0
+    t.to_parquet(tmp_path / "ll.edited.parquet")
+    score_proxy(*args, str(tmp_path / "edited.parquet"), threads=1, dtype="float32", loglik=str(tmp_path / "ll.edited.parquet"))
+    edited = pd.read_parquet(tmp_path / "edited.parquet").set_index(["prompt_id", "sample_id"])["proxy"]
+    diff = edited - cached.set_index(["prompt_id", "sample_id"])["proxy"]
+    key = tuple(int(x) for x in t.loc[0, ["prompt_id", "sample_id"]])
+    others = diff.drop(key)
+    assert abs(diff[key] - others.iloc[0]) > 1e-3 and np.ptp(others.to_numpy()) < 1e-5
 
     # a table of other texts is refused, naming the file
     pool.assign(prompt_id=pool["prompt_id"] + 10).to_parquet(tmp_path / "other.parquet")

@@ -116,19 +116,21 @@ def test_ppo_raises_a_toy_reward_and_a_large_kl_penalty_holds_it_near_pi_init(ti
     assert list(free.columns) == ["step", "kl", "d", "gold", "gold_se", "proxy", "proxy_se"]
 
 
-def test_killed_run_resumes_to_the_same_csv(tiny_policy):
+def test_killed_run_resumes_to_the_same_csv(tiny_policy, resumed_from):
     d, prompts = tiny_policy
     whole = _run(d, prompts, "whole.csv", steps=20, ckpt="c_whole")
     with pytest.raises(KeyboardInterrupt), killed_after(10):
         _run(d, prompts, "part.csv", steps=20, ckpt="c_part")
     assert not (d / "part.csv").exists() and (d / "c_part" / "meta.json").exists()
     resumed = _run(d, prompts, "part.csv", steps=20, ckpt="c_part")
+    assert resumed_from == [10]  # a run that started over would give the same CSV too
     pd.testing.assert_frame_equal(whole, resumed)
     assert pd.read_csv(d / "part.csv").equals(pd.read_csv(d / "whole.csv"))
     assert not (d / "c_part").exists()  # checkpoints are cleaned up after the final write
 
 
-def test_a_checkpoint_of_other_inputs_is_not_resumed(tiny_policy, tmp_path):
+@pytest.mark.parametrize("change", ["proxy", "setting"])
+def test_a_checkpoint_of_other_inputs_is_not_resumed(tiny_policy, tmp_path, resumed_from, change):
     """A run killed, then its proxy retrained (or a setting changed) before the rerun: the rerun
     starts over and ends as a fresh run of the new inputs, not as a blend of old and new."""
     d, prompts = tiny_policy
@@ -138,9 +140,12 @@ def test_a_checkpoint_of_other_inputs_is_not_resumed(tiny_policy, tmp_path):
         _run(d, prompts, "x.csv", steps=20, ckpt="c_other", inputs=(proxy,))
     step10 = json.loads((d / "c_other" / "meta.json").read_text())
     assert step10["step"] == 10
-    proxy.write_bytes(b"new proxy, retrained")
-    rerun = _run(d, prompts, "x.csv", steps=20, ckpt="c_other", kl_penalty=0.5, inputs=(proxy,))
-    fresh = _run(d, prompts, "fresh.csv", steps=20, ckpt="c_fresh", kl_penalty=0.5, inputs=(proxy,))
+    if change == "proxy":
+        proxy.write_bytes(b"new proxy, retrained")
+    kl = 0.5 if change == "setting" else 0.0
+    rerun = _run(d, prompts, "x.csv", steps=20, ckpt="c_other", kl_penalty=kl, inputs=(proxy,))
+    assert resumed_from == []
+    fresh = _run(d, prompts, "fresh.csv", steps=20, ckpt="c_fresh", kl_penalty=kl, inputs=(proxy,))
     pd.testing.assert_frame_equal(rerun, fresh)
     # (the same inputs do resume: test_killed_run_resumes_to_the_same_csv)
 

@@ -49,6 +49,7 @@ def test_predict_returns_known_peak_and_n_inside_the_range():
     pred = predict_peak(fits, "bon", p, 1000, B=50)
     a, b = 0.10 * np.log10(p) + 0.10, -0.02 * np.log10(p) + 0.20
     assert pred["d_peak"] == pytest.approx(a / (2 * b), rel=1e-6)
+    assert pred["kl_peak"] == pytest.approx((a / (2 * b)) ** 2, rel=1e-6)  # d = sqrt(KL)
     assert bon_kl(pred["n_peak"]) == pytest.approx(pred["kl_peak"], rel=1e-6)
     assert not pred["extrapolated"]
     with pytest.raises(ValueError, match="data size"):

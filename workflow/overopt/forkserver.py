@@ -9,10 +9,12 @@ the exit status comes back. Signals sent to the job are passed on to the child, 
 whose job has gone is stopped.
 
 A job runs in its own process, as without a server, unless the server runs the same Python with
-the same environment (temporary-directory variables and the shell's own aside): a job with other
-threads, another engine (`OVEROPT_ENGINE`) or another software environment is never forked from
-a server that imported torch under other settings. A job on another host (a cluster node) never
-reaches it. Its log then says why.
+the same environment (temporary-directory variables and the shell's own aside) and the same
+process settings (nice, CPU affinity, resource limits): a job with other threads, another engine
+(`OVEROPT_ENGINE`) or another software environment is never forked from a server that imported
+torch under other settings. A job on another host (a cluster node) never reaches it, and one the
+server cannot fork runs on its own. Its log then says why. The child takes the job's umask, and
+dies with the server.
 """
 
 from __future__ import annotations
@@ -56,16 +58,27 @@ def _send(conn: socket.socket, obj, fds=()) -> None:
 
 
 def _recv(conn: socket.socket, maxfds: int = 0):
-    """One message and the file descriptors sent with it; None at end of stream."""
-    data, fds, _, _ = socket.recv_fds(conn, 1 << 16, maxfds) if maxfds else (conn.recv(1 << 16), [], 0, None)
-    if not data:
+    """One message and the file descriptors sent with it; None at end of stream. It reads no byte
+    past its message: the next one (a job's exit status right after its pid) stays for the next call."""
+    head, fds, _, _ = socket.recv_fds(conn, 4, maxfds) if maxfds else (conn.recv(4), [], 0, None)
+    if not head:
         return None, fds
-    while len(data) < 4 or len(data) < 4 + (n := struct.unpack("!I", data[:4])[0]):
-        more = conn.recv(1 << 16)
+    try:
+        head = _read_exact(conn, 4, head)
+        return json.loads(_read_exact(conn, struct.unpack("!I", head)[0])), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _read_exact(conn: socket.socket, n: int, data: bytes = b"") -> bytes:
+    while len(data) < n:
+        more = conn.recv(n - len(data))
         if not more:
             raise ConnectionError("fork server: message cut short")
         data += more
-    return json.loads(data[4: 4 + n]), fds
+    return data
 
 
 # --------------------------------------------------------------------------- the job's side
@@ -84,7 +97,7 @@ def run_in_server(argv: list[str]) -> int | None:
     try:
         conn.connect(path)
         _send(conn, {"argv": ["overopt", *argv], "cwd": os.getcwd(), "env": dict(os.environ),
-                     "python": _python()}, fds=(0, 1, 2))
+                     "python": _python(), "process": _process(), "umask": _umask()}, fds=(0, 1, 2))
         reply, _ = _recv(conn)
     except OSError as e:
         print(f"overopt: fork server at {path} not reached ({e}); running in this process", file=sys.stderr)
@@ -100,7 +113,7 @@ def run_in_server(argv: list[str]) -> int | None:
         signal.signal(sig, lambda s, _f: _pass_on(pid, s))
     print(f"overopt: forked from the fork server as pid {pid}", file=sys.stderr, flush=True)
     done, _ = _recv(conn)
-    if done is None:  # the server went away: the child was stopped with it
+    if done is None:  # the server went away: its children die with it (`_child`)
         print("overopt: the fork server stopped before the job ended", file=sys.stderr)
         return 1
     code = os.waitstatus_to_exitcode(done["status"])
@@ -108,7 +121,8 @@ def run_in_server(argv: list[str]) -> int | None:
     print(f"overopt: forked job ended with {code}: CPU {done['cpu_s']:.1f} s, max RSS {done['max_rss_kb'] / 1024:.0f} MB",
           file=sys.stderr, flush=True)
     if code < 0:  # the child was killed by a signal: so is the job, as its parent would see it
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # these two have no handler to reset
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
 
@@ -116,6 +130,25 @@ def run_in_server(argv: list[str]) -> int | None:
 def _python() -> list[str]:
     """The interpreter and the environment it runs in (a venv's python and python3 are one)."""
     return [os.path.realpath(sys.executable), sys.prefix]
+
+
+# what a shell may set for one process (`nice`, `taskset`, `ulimit`) and a fork would not pass on
+_LIMITS = ("RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_RSS",
+           "RLIMIT_STACK", "RLIMIT_CORE", "RLIMIT_MEMLOCK")
+
+
+def _process() -> dict:
+    import resource
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"nice": os.nice(0), "cpus": cpus,
+            "limits": {k: list(resource.getrlimit(getattr(resource, k))) for k in _LIMITS if hasattr(resource, k)}}
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _pass_on(pid: int, sig: int) -> None:
@@ -141,11 +174,12 @@ def _differs(env: dict, own: dict) -> list[str]:
     return sorted(k for k in keys if env.get(k) != own.get(k))
 
 
-def _child(req: dict, fds: list[int], main, mask) -> int:
+def _child(req: dict, fds: list[int], main, mask, server: int) -> int:
     """In the forked child: become the job's process, run its command, return its exit code."""
     import atexit
     import traceback
 
+    _die_with(server)
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
@@ -157,6 +191,7 @@ def _child(req: dict, fds: list[int], main, mask) -> int:
         if fd > 2:
             os.close(fd)
     os.chdir(req["cwd"])
+    os.umask(req["umask"])
     os.environ.clear()
     os.environ.update(req["env"])
     tempfile.tempdir = None  # the job's TMPDIR, not the server's
@@ -183,12 +218,27 @@ def _child(req: dict, fds: list[int], main, mask) -> int:
     return code or 0
 
 
+def _die_with(server: int) -> None:
+    """A server killed outright (SIGKILL, the OOM killer) cannot stop its children, and its jobs
+    then fail: the kernel kills them instead, so that none writes on after its job has ended."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != server:  # the server died before the line above
+        os._exit(1)
+
+
 def serve(path: str, parent: int, main) -> None:
     """Import what jobs need, then fork a child running `main(argv)` for each job that connects,
     until `parent` (the Snakemake that started the server) is gone or SIGTERM arrives."""
     import importlib
 
-    own = dict(os.environ)
+    own, process = dict(os.environ), _process()
+    # `python -m` put the working directory first on sys.path, where a job's own `overopt` has
+    # its bin directory: a module of that name in the workflow's directory must not shadow one
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
     for name in PRELOAD:
         importlib.import_module(name)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -211,24 +261,16 @@ def serve(path: str, parent: int, main) -> None:
                 if s == wake_r:
                     os.read(wake_r, 4096)
                 elif s is srv:
-                    _accept(srv, jobs, own, main, (wake_r, wake_w))
+                    _accept(srv, jobs, own, process, main, (wake_r, wake_w))
                 elif not _alive(s):  # the job was killed: stop its child too
                     orphans.add(s)
                     _pass_on(pids[s], signal.SIGTERM)
-            while jobs:
-                try:
-                    pid, status, usage = os.wait4(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-                conn = jobs.pop(pid)
-                orphans.discard(conn)
-                try:
-                    _send(conn, {"status": status, "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_kb": usage.ru_maxrss})
-                except OSError:
-                    pass
-                conn.close()
+            # a SIGTERM between reaping a child and sending its status would lose the status
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+            try:
+                _reap(jobs, orphans)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     finally:
         for pid in jobs:
             _pass_on(pid, signal.SIGTERM)
@@ -238,8 +280,42 @@ def serve(path: str, parent: int, main) -> None:
             shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 
-def _accept(srv: socket.socket, jobs: dict, own: dict, main, server_fds: tuple) -> None:
-    conn, _ = srv.accept()
+def _reap(jobs: dict, orphans: set) -> None:
+    """Send each ended child's status to its job."""
+    while jobs:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = jobs.pop(pid)
+        orphans.discard(conn)
+        try:
+            _send(conn, {"status": status, "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_kb": usage.ru_maxrss})
+        except OSError:
+            pass
+        conn.close()
+
+
+_REQUEST = {"argv": list, "cwd": str, "env": dict, "python": list, "process": dict, "umask": int}
+
+
+def _refuse(conn: socket.socket, fds: list[int], why: str) -> None:
+    for fd in fds:
+        os.close(fd)
+    try:
+        _send(conn, {"refused": why})
+    except OSError:  # the job is gone already
+        pass
+    conn.close()
+
+
+def _accept(srv: socket.socket, jobs: dict, own: dict, process: dict, main, server_fds: tuple) -> None:
+    try:
+        conn, _ = srv.accept()
+    except OSError:  # the job gave up (ECONNABORTED), or no descriptor is free: it runs on its own
+        return
     conn.settimeout(10)
     try:
         req, fds = _recv(conn, maxfds=3)
@@ -248,27 +324,27 @@ def _accept(srv: socket.socket, jobs: dict, own: dict, main, server_fds: tuple) 
         return
     conn.settimeout(None)
     why = None
-    if req is None or len(fds) != 3:
+    if not isinstance(req, dict) or len(fds) != 3 or any(not isinstance(req.get(k), t) for k, t in _REQUEST.items()):
         why = "no job in the request"
     elif req["python"] != _python():
         why = f"another Python ({req['python']}, the server's {_python()})"
     elif differs := _differs(req["env"], own):
         why = "another environment: " + ", ".join(differs)
+    elif differs := sorted(k for k in process if req["process"].get(k) != process[k]):
+        why = "other process settings: " + ", ".join(differs)
     if why:
-        for fd in fds:
-            os.close(fd)
-        try:
-            _send(conn, {"refused": why})
-        except OSError:  # the job is gone already
-            pass
-        conn.close()
-        return
+        return _refuse(conn, fds, why)
     sys.stdout.flush()
     sys.stderr.flush()
     # a signal for the job that arrives before the child has its own handlers waits for them
-    # instead of running the server's
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    pid = os.fork()
+    # instead of running the server's; one for the server waits until the child is in `jobs`,
+    # where the server's exit stops it
+    blocked, server = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS), os.getpid()
+    try:
+        pid = os.fork()
+    except OSError as e:  # no memory or process left for a child: this job runs on its own
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return _refuse(conn, fds, f"fork failed ({e})")
     if pid == 0:
         code = 1
         try:
@@ -278,17 +354,23 @@ def _accept(srv: socket.socket, jobs: dict, own: dict, main, server_fds: tuple) 
             conn.close()
             for fd in server_fds:
                 os.close(fd)
-            code = _child(req, fds, main, blocked)
+            code = _child(req, fds, main, blocked, server)
+        except BaseException:  # on the job's stderr where it got that far, else in the server's log
+            import traceback
+
+            traceback.print_exc()
         finally:  # never back into the server's loop
             os._exit(code)
-    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    for fd in fds:
-        os.close(fd)
     try:
-        _send(conn, {"pid": pid})
-    except OSError:  # the job is gone already: the loop sees its connection closed
-        pass
-    jobs[pid] = conn
+        for fd in fds:
+            os.close(fd)
+        jobs[pid] = conn
+        try:
+            _send(conn, {"pid": pid})
+        except OSError:  # the job is gone already: the loop sees its connection closed
+            pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 # --------------------------------------------------------------------------- the workflow's side
