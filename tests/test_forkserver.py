@@ -86,21 +86,14 @@ def test_exit_codes_and_error_output_pass_through(server, tmp_path):
 def test_the_child_runs_in_the_jobs_directory_with_its_environment(tmp_path, monkeypatch, capfd):
     """What may differ between a job and the server (its TMPDIR) is the job's in the child, and so
     are its working directory, arguments and standard output."""
-    import multiprocessing
     import socket
 
     def main(argv):
         print(os.environ.get("TMPDIR"), os.getcwd(), oct(os.umask(0)), *argv, flush=True)
         return 3
 
-    sock = str(tmp_path / "s")
-    server = multiprocessing.get_context("fork").Process(target=serve, args=(sock, os.getpid(), main))
-    server.start()
+    server, sock = _in_process_server(tmp_path, lambda sock: serve(sock, os.getppid(), main))
     try:
-        t0 = time.monotonic()
-        while not os.path.exists(sock):
-            assert time.monotonic() - t0 < 60 and server.is_alive()
-            time.sleep(0.05)
         (tmp_path / "job").mkdir()
         monkeypatch.chdir(tmp_path / "job")
         monkeypatch.setenv("TMPDIR", str(tmp_path / "jobtmp"))
@@ -173,6 +166,7 @@ def test_a_message_is_read_alone_when_the_next_has_arrived_with_it():
 
 
 def _in_process_server(tmp_path, target):
+    """A fork server forked from this test's process, `target(socket path)`, once it listens."""
     import multiprocessing
 
     sock = str(tmp_path / "s")
