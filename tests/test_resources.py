@@ -20,7 +20,9 @@ def _jobs(out):
         res = re.search(r"^    resources: (.*)$", body, re.M)
         parse = lambda s: dict(kv.split("=", 1) for kv in s.split(", ")) if s else {}  # noqa: E731
         pri = re.search(r"^    priority: (\d+)$", body, re.M)
-        jobs.append((m[1], parse(wc[1] if wc else ""), {**parse(res[1] if res else ""), "priority": int(pri[1]) if pri else 0}))
+        thr = re.search(r"^    threads: (\d+)$", body, re.M)
+        jobs.append((m[1], parse(wc[1] if wc else ""), {**parse(res[1] if res else ""), "priority": int(pri[1]) if pri else 0,
+                                                        "threads": int(thr[1]) if thr else 1}))
     return jobs
 
 
@@ -87,3 +89,13 @@ def test_scheduling_runs_the_gold_reference_then_the_ppo_chain_first(dry_runs):
     assert set(pri("ppo")) == {2} and pri("gold") == [3]
     # a tie with the pools' gold scoring once started the proxies' comparisons 70 s late
     assert min(pri("comparisons")) > max(pri("score_gold"))
+
+
+@pytest.mark.parametrize("cores, gold", [(2, 1), (7, 1), (8, 2), (16, 4), (64, 4)])
+def test_the_gold_lm_takes_a_quarter_of_the_cores_up_to_4(tmp_path, smoke_config, cores, gold):
+    """It heads the longest chain of jobs; every other pretraining job runs on one thread."""
+    write_config(tmp_path, smoke_config)
+    r = snakemake_cmd(tmp_path, "-n", "--cores", str(cores))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    threads = {wc["model"]: res["threads"] for rule, wc, res in _jobs(r.stdout) if rule == "pretrain"}
+    assert threads == {m: gold if m == smoke_config["gold"]["tiny"]["reference"] else 1 for m in smoke_config["models"]}

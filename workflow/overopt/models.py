@@ -7,6 +7,7 @@ so the tiny world and real scale share one code path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -237,10 +238,80 @@ def direct_gpt2(model) -> bool:
             and not torch.is_autocast_enabled(model.device.type))
 
 
+# ---------------------------------------------------------------------- thread-invariant gradients
+# A job's numbers do not depend on its thread count: on the CPU every op of the direct passes gives
+# the same bits on any number of threads (matmuls, attention, elementwise ops, each row's layer
+# norm) except two gradients that sum over rows in per-thread blocks: a layer norm's weight and
+# bias, and a gather's scatter-add (embeddings, shared prompt keys). Those two sums run on one
+# thread, so the rest of the job may use every thread it is given (tests/test_threads.py).
+
+
+@contextlib.contextmanager
+def _one_thread():
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _threaded_grad(*tensors) -> bool:
+    return (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+            and tensors[0].device.type == "cpu" and torch.get_num_threads() > 1)
+
+
+class _LayerNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, shape, w, b, eps):
+        y, mean, rstd = torch.native_layer_norm(x, shape, w, b, eps)
+        ctx.save_for_backward(x, w, b, mean, rstd)
+        ctx.shape = shape
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w, b, mean, rstd = ctx.saved_tensors
+        need_x, _, need_w, need_b, _ = ctx.needs_input_grad
+        bwd = torch.ops.aten.native_layer_norm_backward
+        dx = bwd(dy, x, ctx.shape, mean, rstd, w, b, [True, False, False])[0] if need_x else None
+        with _one_thread():  # the row sums
+            _, dw, db = bwd(dy, x, ctx.shape, mean, rstd, w, b, [False, need_w, need_b])
+        return dx, None, dw, db, None
+
+
+def _layer_norm(x, shape, w, b, eps):
+    if _threaded_grad(x, w, b):
+        return _LayerNorm.apply(x, tuple(shape), w, b, eps)
+    return F.layer_norm(x, shape, w, b, eps)
+
+
+class _Take(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, src, idx):
+        ctx.save_for_backward(idx)
+        ctx.size = src.shape
+        return src[idx]
+
+    @staticmethod
+    def backward(ctx, dy):
+        (idx,) = ctx.saved_tensors
+        with _one_thread():  # rows gathered more than once sum their gradients
+            return dy.new_zeros(ctx.size).index_put_((idx,), dy, accumulate=True), None
+
+
+def _take(src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """src[idx] along the first dimension."""
+    return _Take.apply(src, idx) if _threaded_grad(src) else src[idx]
+
+
 def _qkv(blk, x, c, n, T):
     """(q, k, v), each (n, H, T, D), of block `blk` on the residual stream x (n * T, C)."""
     C, H = c.n_embd, c.n_head
-    h = F.layer_norm(x, (C,), blk.ln_1.weight, blk.ln_1.bias, blk.ln_1.eps)
+    h = _layer_norm(x, (C,), blk.ln_1.weight, blk.ln_1.bias, blk.ln_1.eps)
     return torch.addmm(blk.attn.c_attn.bias, h, blk.attn.c_attn.weight).view(n, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
 
 
@@ -268,13 +339,13 @@ def _gelu(h: torch.Tensor, approximate: str) -> torch.Tensor:
 
 def _mlp(blk, x, c):
     """x plus the block's MLP of it: the second residual add."""
-    h = F.layer_norm(x, (c.n_embd,), blk.ln_2.weight, blk.ln_2.bias, blk.ln_2.eps)
+    h = _layer_norm(x, (c.n_embd,), blk.ln_2.weight, blk.ln_2.bias, blk.ln_2.eps)
     h = _gelu(torch.addmm(blk.mlp.c_fc.bias, h, blk.mlp.c_fc.weight), GELU[c.activation_function])
     return x + torch.addmm(blk.mlp.c_proj.bias, h, blk.mlp.c_proj.weight)
 
 
 def _ln_f(tr, h):
-    return F.layer_norm(h, (h.shape[-1],), tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)
+    return _layer_norm(h, (h.shape[-1],), tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)
 
 
 def gpt2_hidden(model, ids: torch.Tensor) -> torch.Tensor:
@@ -283,7 +354,7 @@ def gpt2_hidden(model, ids: torch.Tensor) -> torch.Tensor:
     pass with an attention mask. Differentiable: training runs through it too."""
     tr, c = model.transformer, model.config
     B, T = ids.shape
-    x = (tr.wte.weight[ids] + tr.wpe.weight[:T]).view(B * T, c.n_embd)
+    x = (_take(tr.wte.weight, ids) + tr.wpe.weight[:T]).view(B * T, c.n_embd)
     for blk in tr.h:
         q, k, v = _qkv(blk, x, c, B, T)
         x = _mlp(blk, _attn_out(blk, x, F.scaled_dot_product_attention(q, k, v, is_causal=True)), c)
@@ -386,15 +457,15 @@ def gpt2_hidden_with_prefix(model, prompt_ids, ids: torch.Tensor, owner=None) ->
     p = p[None] if p.ndim == 1 else p
     P, Tp = p.shape
     rows = None if owner is None or P == 1 else torch.as_tensor(owner, device=ids.device)
-    xp = (tr.wte.weight[p] + tr.wpe.weight[:Tp]).view(P * Tp, C)
-    x = (tr.wte.weight[ids] + tr.wpe.weight[Tp : Tp + t]).view(B * t, C)
+    xp = (_take(tr.wte.weight, p) + tr.wpe.weight[:Tp]).view(P * Tp, C)
+    x = (_take(tr.wte.weight, ids) + tr.wpe.weight[Tp : Tp + t]).view(B * t, C)
     # row i (completion position i) sees the whole prompt and completion positions 0..i
     mask = torch.ones(t, Tp + t, dtype=torch.bool, device=ids.device).tril(Tp)
     for blk in tr.h:
         qp, kp, vp = _qkv(blk, xp, c, P, Tp)
         xp = _mlp(blk, _attn_out(blk, xp, F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)), c)
         q, k, v = _qkv(blk, x, c, B, t)
-        kp, vp = (kp.expand(B, -1, -1, -1), vp.expand(B, -1, -1, -1)) if rows is None else (kp[rows], vp[rows])
+        kp, vp = (kp.expand(B, -1, -1, -1), vp.expand(B, -1, -1, -1)) if rows is None else (_take(kp, rows), _take(vp, rows))
         x = _mlp(blk, _attn_out(blk, x, F.scaled_dot_product_attention(q, torch.cat([kp, k], 2), torch.cat([vp, v], 2),
                                                                           attn_mask=mask)), c)
     return _ln_f(tr, xp.view(P, Tp, C)[:, -1]), _ln_f(tr, x.view(B, t, C))

@@ -32,7 +32,7 @@ rule pretrain:
         f"{OUT}/logs/pretrain/{{model}}.log",
     benchmark:
         f"{OUT}/benchmarks/pretrain/{{model}}.tsv"
-    threads: 1
+    threads: pretrain_threads
     priority: pretrain_priority
     resources:
         mem_mb=mem("model", base=2000),
