@@ -91,9 +91,9 @@ def test_scheduling_runs_the_gold_reference_then_the_ppo_chain_first(dry_runs):
     assert min(pri("comparisons")) > max(pri("score_gold"))
 
 
-@pytest.mark.parametrize("cores, gold", [(2, 1), (7, 1), (8, 2), (16, 4), (64, 4)])
-def test_the_gold_lm_takes_a_quarter_of_the_cores_up_to_4(tmp_path, smoke_config, cores, gold):
-    """It heads the longest chain of jobs; every other pretraining job runs on one thread."""
+@pytest.mark.parametrize("cores, gold", [(1, 1), (2, 2), (16, 2)])
+def test_the_gold_lm_pretrains_on_2_threads_and_every_other_lm_on_one(tmp_path, smoke_config, cores, gold):
+    """It heads the longest chain of jobs; Snakemake caps a job's threads at --cores."""
     write_config(tmp_path, smoke_config)
     r = snakemake_cmd(tmp_path, "-n", "--cores", str(cores))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -278,8 +278,10 @@ class _LayerNorm(torch.autograd.Function):
         need_x, _, need_w, need_b, _ = ctx.needs_input_grad
         bwd = torch.ops.aten.native_layer_norm_backward
         dx = bwd(dy, x, ctx.shape, mean, rstd, w, b, [True, False, False])[0] if need_x else None
-        with _one_thread():  # the row sums
-            _, dw, db = bwd(dy, x, ctx.shape, mean, rstd, w, b, [False, need_w, need_b])
+        dw = db = None
+        if need_w or need_b:
+            with _one_thread():  # the row sums
+                _, dw, db = bwd(dy, x, ctx.shape, mean, rstd, w, b, [False, need_w, need_b])
         return dx, None, dw, db, None
 
 

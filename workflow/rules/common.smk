@@ -135,14 +135,11 @@ def pretrain_priority(wildcards):
 
 
 def pretrain_threads(wildcards):
-    """The gold's LM heads the longest chain of jobs (every label, proxy and PPO run waits on it)
-    and runs beside short ones, so with cores to spare it takes a quarter of them, up to 4: 2 on
-    8 cores, 4 on 16 or on a cluster; on fewer than 8 each core runs a job of its own. Its
-    weights are the same on any thread count (`overopt.models`, tests/test_threads.py)."""
-    if wildcards.model not in GOLD_MODELS:
-        return 1
-    cores = workflow.resource_settings.cores  # None on a cluster without --cores
-    return 4 if cores is None else max(1, min(4, cores // 4))
+    """The gold's LM heads the longest chain of jobs (every label, proxy and PPO run waits on it),
+    so it takes 2 threads: 1.74x as fast on 2 (measured, docs/engine.md), the same weights on any
+    number (`overopt.models`, tests/test_threads.py). A constant, so that a cluster job asks for
+    what it uses; `--set-threads pretrain=N` gives it (and every pretraining job) N."""
+    return 2 if wildcards.model in GOLD_MODELS else 1
 
 
 def rl_chain_priority(wildcards):
