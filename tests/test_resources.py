@@ -82,7 +82,7 @@ def test_scheduling_runs_the_gold_reference_then_the_ppo_chain_first(dry_runs):
     jobs = dry_runs[1]
     pri = lambda rule, **wc: [r["priority"] for n, w, r in jobs  # noqa: E731
                               if n == rule and all(w.get(k) == v for k, v in wc.items())]
-    assert pri("pretrain", model="g") == [3] and pri("pretrain", model="p") == [2] and pri("pretrain", model="r1") == [1]
+    assert pri("pretrain", model="g") == [10] and pri("pretrain", model="p") == [2] and pri("pretrain", model="r1") == [1]
     for rule in ("train_rm", "score_proxy"):
         assert set(pri(rule, policy="p", data="128")) == {2}  # rl.data_sizes: [128], rl.policies: [p]
         assert set(pri(rule, policy="p", data="64")) == {1} and set(pri(rule, policy="p2")) == {1}

@@ -118,11 +118,13 @@ def prompt_flag(wildcards, input):
     return f"--prompt-file {input.prompts}" if input.prompts else ""
 
 
-# Scheduling. Snakemake starts the ready job of highest priority. Every job waits on the gold's
-# reference LM and the policies' bases; PPO runs are the longest jobs and wait on their proxies'
-# training and pool scores, so that chain goes next; the other cells fill the gaps. Every tiny
-# job takes one thread: at these sizes two processes on two cores do more work than one process
-# on both (a 2-thread job also idles the second core while it waits to start).
+# Scheduling. Snakemake starts the ready jobs of highest summed priority that fit the free cores.
+# Every job waits on the gold's reference LM and the policies' bases; PPO runs are the longest
+# jobs and wait on their proxies' training and pool scores, so that chain goes next; the other
+# cells fill the gaps. Every tiny job but the gold's LM takes one thread: at these sizes two
+# processes on two cores do more work than one process on both. The gold's LM takes two
+# (`pretrain_threads`), and a priority above any two other jobs' together: two one-thread jobs
+# would otherwise outrank it whenever two cores are free, and it would wait for the last of them.
 GOLD_REF = CFG["gold"].get("tiny", {}).get("reference")
 # the gold's own models: its reference LM, and with gold.learned the base of the gold RM
 GOLD_MODELS = {GOLD_REF} | ({CFG["gold"]["learned"]["base"]} if "learned" in CFG["gold"] else set())
@@ -131,7 +133,7 @@ CELL_SEEDS = cell_seeds(CFG)
 
 
 def pretrain_priority(wildcards):
-    return 3 if wildcards.model in GOLD_MODELS else 2 if wildcards.model in CFG["policies"] else 1
+    return 10 if wildcards.model in GOLD_MODELS else 2 if wildcards.model in CFG["policies"] else 1
 
 
 def pretrain_threads(wildcards):
