@@ -1,5 +1,4 @@
-"""A job's numbers do not depend on how many threads it runs on: training on 2 threads gives the
-bits of 1 thread. Each case also runs 2 threads with the two per-thread row sums left to torch
+"""Training on 2 threads gives the bits of 1 thread. Each case also runs 2 threads with the two per-thread row sums left to torch
 (`_threaded_grad` off), to show that its shapes reach the sums that thread count changes."""
 
 import contextlib

@@ -239,11 +239,12 @@ def direct_gpt2(model) -> bool:
 
 
 # ---------------------------------------------------------------------- thread-invariant gradients
-# A job's numbers do not depend on its thread count: on the CPU every op of the direct passes gives
-# the same bits on any number of threads (matmuls, attention, elementwise ops, each row's layer
-# norm) except two gradients that sum over rows in per-thread blocks: a layer norm's weight and
-# bias, and a gather's scatter-add (embeddings, shared prompt keys). Those two sums run on one
-# thread, so the rest of the job may use every thread it is given (tests/test_threads.py).
+# Training gives the same numbers on any thread count. Of the ops of the direct passes, torch's CPU
+# kernels give the same bits on 1 and 2 threads (matmuls, attention, elementwise ops, each row's
+# layer norm; measured, docs/engine.md) but for two gradients that sum rows in per-thread blocks:
+# a layer norm's weight and bias, and a gather's scatter-add (embeddings, shared prompt keys).
+# Those two sums run on one thread, and the rest of the job on every thread it is given
+# (tests/test_threads.py checks pretraining, a proxy's training and PPO to the bit).
 
 
 @contextlib.contextmanager
