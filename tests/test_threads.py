@@ -1,5 +1,6 @@
-"""Training on 2 threads gives the bits of 1 thread. Each case also runs 2 threads with the two per-thread row sums left to torch
-(`_threaded_grad` off), to show that its shapes reach the sums that thread count changes."""
+"""Training on 2 threads gives the bits of 1 thread. Each case also runs 2 threads with the two
+per-thread row sums left to torch (`_threaded_grad` off), to show that its shapes reach the sums
+that thread count changes."""
 
 import contextlib
 import hashlib
