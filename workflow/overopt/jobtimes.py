@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import heapq
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,8 +53,11 @@ def read_jobs(workdir: str | Path) -> list[Job]:
             continue
         # one record per output file: a job's records share its hash (their start times differ by microseconds)
         key = (rec["rule"], rec.get("job_hash"))
+        command = rec.get("shellcmd") or ""
+        # the records keep no thread count; every rule that runs more than one passes it on
+        threads = re.search(r"--threads (\d+)", command)
         job = by_job.setdefault(key, Job(rec["rule"], [], list(rec.get("input") or []), rec["starttime"], rec["endtime"],
-                                         command=rec.get("shellcmd") or ""))
+                                         threads=int(threads[1]) if threads else 1, command=command))
         job.outputs.append(_decode(f.name))
         job.start, job.end = min(job.start, rec["starttime"]), max(job.end, rec["endtime"])
     jobs = sorted(by_job.values(), key=lambda j: (j.start, j.rule))
@@ -151,6 +155,7 @@ def format_times(jobs: list[Job], cores=(2, 8, 16), outdir: str = "") -> str:
         lines.append(f"{rule:<16}{len(s):>6}{sum(s):>10.0f}{max(s):>8.0f}")
     total = sum(j.seconds for j in jobs)
     lines.append(f"{'all jobs':<16}{len(jobs):>6}{total:>10.0f}")
+    lines.append(f"core-seconds (each job's seconds x its threads): {sum(j.seconds * j.threads for j in jobs):.0f}")
     path = critical_path(jobs)
     cp = sum(jobs[i].seconds for i in path)
     lines.append(f"critical path: {cp:.0f} s ({cp / 60:.1f} min), {len(path)} jobs:")
