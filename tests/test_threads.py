@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import count_e, labelled_pairs
+from conftest import count_e, labelled_pairs, tiny_lm_and_rm
 
 import overopt.models as models
-from overopt.models import pretrain, tiny_config
+from overopt.models import pretrain
 from overopt.ppo import PPOConfig, run_ppo
 from overopt.rm import train_rm
 from overopt.text import build_char_tokenizer, corpus_split
@@ -78,11 +78,8 @@ def test_pretraining_gives_the_same_weights_on_any_thread_count(tmp_path, monkey
 
 def test_a_proxy_trains_to_the_same_weights_on_any_thread_count(tmp_path, monkeypatch):
     labelled_pairs(tmp_path)
-    tok = build_char_tokenizer(corpus_split()[0])
-    from transformers import GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    GPT2LMHeadModel(tiny_config({"n_layer": 2, "n_embd": 64, "n_head": 4}, tok)).save_pretrained(str(tmp_path / "base"))
+    tok, lm, _ = tiny_lm_and_rm(64)
+    lm.save_pretrained(str(tmp_path / "base"))
     tok.save_pretrained(str(tmp_path / "base"))
 
     def run(name, threads):
