@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_study import cpu_model, matmul_gflops  # noqa: E402
 
-HEAVY = ("pretrain", "pool", "pairs", "comparisons", "score_gold", "loglik_pool", "loglik_pairs", "train_rm",
+HEAVY = ("pretrain", "pool", "pairs", "labels", "score_gold", "loglik_pool", "loglik_pairs", "train_rm",
          "score_proxy", "ppo")
 # the options whose values a job writes: sent to the scratch directory
 OUTPUTS = ("--out", "--updates", "--by-prompt", "--checkpoint", "--spec-out")

@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from overopt.text import build_char_tokenizer, corpus_split, random_prompts
 
@@ -159,3 +160,49 @@ def test_pairs_sampled_then_labelled_equal_one_draw_of_both(tmp_path):
     want["gold_a"], want["gold_b"] = (want["gold_a"] - g.mean()) / g.std(), (want["gold_b"] - g.mean()) / g.std()
     pd.testing.assert_frame_equal(got, want)
     assert (got["label"] != got["gold_label"]).any()  # the noise draw ran, from the continued generator
+
+
+def test_labels_in_parts_are_the_labels_of_one_job(tmp_path):
+    """Labelling a comparison set in parts (one gold job per range of pairs, `config.label_parts`)
+    and joining them gives the file one job labelling every pair writes, byte for byte; a proxy
+    reading the parts up to its data size reads the same rows as one reading the whole set."""
+    from overopt.comparisons import label_pairs, merge_parts, read_comparisons, sample_pairs
+    from overopt.gold import build_gold
+    from conftest import tiny_base
+
+    train, held = corpus_split()
+    base, _ = tiny_base(tmp_path, seed=0)
+    # the fluency term from an LM: its batches differ between a part and the whole set
+    build_gold({"tiny": {"terms": {"count": 1.0, "fluency": 0.5}, "reward_chars": ".,e"}},
+               str(tmp_path / "gold"), str(base), held, 8, 8, seed=0, train_text=train)
+    pairs, gold = str(tmp_path / "pairs.parquet"), str(tmp_path / "gold")
+    sample_pairs(str(base), pairs, 40, 10, 8, 8, batch_size=16, seed=3, threads=1)
+    label_pairs(pairs, gold, str(tmp_path / "one.parquet"), 0.2, threads=1)
+    rows = [[(0, 15), (40, 50)], [(15, 40)]]  # data sizes 15 and 40, the validation pairs in the first part
+    parts = [str(tmp_path / f"part{k}.parquet") for k in range(2)]
+    for r, out in zip(rows, parts):
+        label_pairs(pairs, gold, out, 0.2, threads=1, rows=r)
+    merge_parts(parts[::-1], str(tmp_path / "joined.parquet"))
+    for suffix in (".parquet", ".json"):
+        assert (tmp_path / f"joined{suffix}").read_bytes() == (tmp_path / f"one{suffix}").read_bytes()
+    whole = pd.read_parquet(tmp_path / "one.parquet")
+    assert (whole["label"] != whole["gold_label"]).sum() > 0  # the noise draw ran in every part
+    cols = ["pair_id", "split", "prompt", "completion_a", "completion_b", "gold_label", "label"]
+    first = read_comparisons(parts[:1])
+    want = whole[(whole["pair_id"] < 15) | (whole["split"] == "val")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first[cols], want[cols])
+    with pytest.raises(ValueError, match="not the first 25"):
+        read_comparisons(parts[1:])  # training pairs 15..39 without 0..14
+    with pytest.raises(ValueError, match="every pair exactly once"):
+        merge_parts(parts[:1], str(tmp_path / "short.parquet"))
+
+
+def test_label_parts_cut_at_the_data_sizes():
+    from pathlib import Path
+
+    from overopt.config import label_part_count, label_parts, validate
+
+    cfg = validate(yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text()))
+    assert label_parts(cfg, "lm-m") == [[(0, 1000), (16000, 17000)], [(1000, 4000)], [(4000, 16000)]]
+    assert [label_part_count(cfg, "lm-m", d) for d in (1000, 4000, 16000, None)] == [1, 2, 3, 3]
+    assert label_parts(cfg, "lm-s") == [[(0, 4000), (4000, 5000)]]

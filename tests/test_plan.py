@@ -110,13 +110,13 @@ def test_pythia_jobs_ask_for_their_estimates_within_the_caps(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     jobs = _dry_run_jobs("--cores", "8", "--configfile", str(PYTHIA), "--replace-workflow-config")
     gpu_jobs = [j for j in jobs if j["resources"].get("gpu") == "1"]
-    assert {j["rule"] for j in gpu_jobs} == {"pairs", "comparisons", "pool_shard", "score_gold_shard", "train_rm",
+    assert {j["rule"] for j in gpu_jobs} == {"pairs", "labels", "pool_shard", "score_gold_shard", "train_rm",
                                             "score_proxy_shard", "ppo"}
     for j in gpu_jobs:
         w = j["wildcards"]
         flops, mem = costs.job(j["rule"], policy=w.get("policy"), rm=w.get("rm"),
                                data=int(w["data"]) if "data" in w else None,
-                               shard=int(w["shard"]) if "shard" in w else None)
+                               shard=int(w.get("shard", w.get("part"))) if {"shard", "part"} & set(w) else None)
         estimate_min = costs.hours(flops) * 60
         runtime = int(j["resources"]["runtime"])
         assert estimate_min <= runtime <= c["max_runtime_h"] * 60, j

@@ -21,6 +21,14 @@ def _json(s: str):
     return json.loads(s)
 
 
+def _pair_range(s: str) -> tuple[int, int]:
+    """LO:HI, the ids lo..hi-1."""
+    lo, sep, hi = s.partition(":")
+    if not sep or not lo.isdigit() or not hi.isdigit() or int(lo) >= int(hi):
+        raise argparse.ArgumentTypeError(f"{s!r}: not a range LO:HI of pair ids with LO < HI")
+    return int(lo), int(hi)
+
+
 def cmd_tokenizer(a):
     from .text import corpus_split, save_tokenizer
 
@@ -62,7 +70,13 @@ def cmd_pairs(a):
 def cmd_comparisons(a):
     from .comparisons import label_pairs
 
-    label_pairs(a.pairs, a.gold, a.out, a.label_noise, a.threads)
+    label_pairs(a.pairs, a.gold, a.out, a.label_noise, a.threads, a.rows)
+
+
+def cmd_merge_comparisons(a):
+    from .comparisons import merge_parts
+
+    merge_parts(a.parts, a.out)
 
 
 def cmd_train_rm(a):
@@ -387,9 +401,16 @@ COMMANDS = {
     "pairs": (cmd_pairs, "sample two pi_init completions of each training prompt",
               ["policy", "out", "train-pairs", "val-pairs", "prompt-chars", "completion-tokens", "prompt-file",
                "batch-size", "seed", "threads"]),
-    "comparisons": (cmd_comparisons, "label the sampled pairs by the gold", ["pairs", "gold", "out", "label-noise", "threads"]),
+    "comparisons": (cmd_comparisons, "label the sampled pairs by the gold",
+                    ["pairs", "gold", "out", "label-noise", "threads",
+                     ("rows", {"type": _pair_range, "nargs": "+", "default": None, "metavar": "LO:HI",
+                               "help": "only the pairs of these pair-id ranges: a part, joined by merge-comparisons"})]),
+    "merge-comparisons": (cmd_merge_comparisons, "join the labelled parts of a comparison set",
+                          [("parts", _files), "out"]),
     "train-rm": (cmd_train_rm, "train one proxy reward model",
-                 ["base", "comparisons", "out", "cell", "data-size", "seed", "epochs", "batch-size",
+                 ["base", ("comparisons", {"nargs": "+", "required": True,
+                                           "help": "the labelled set, or its parts up to the data size"}),
+                  "out", "cell", "data-size", "seed", "epochs", "batch-size",
                   "lr", "threads", "base-loglik", "readout-lr", "readout-cap", "loglik"]),
     "loglik-pairs": (cmd_loglik_pairs, "log-likelihood under a frozen base of both completions of the comparison pairs",
                      ["base", "comparisons", "out", "threads",

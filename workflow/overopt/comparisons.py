@@ -17,6 +17,21 @@ def flip_labels(label: np.ndarray, noise: float, rng: np.random.Generator) -> np
     return np.where(flips, 1 - label, label).astype(np.int8)
 
 
+def draw_labels(gold_a: np.ndarray, gold_b: np.ndarray, n_val: int, label_noise: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(gold label, training label) of every pair: the gold-preferred completion wins, ties broken
+    at random, label noise on the training split only (the first len - n_val pairs). The draws are
+    one per pair whatever its gold, so the pairs of a part labelled alone (the others' gold NaN)
+    get the labels a labelling of every pair gives them."""
+    label = np.where(gold_a == gold_b, rng.integers(0, 2, len(gold_a)), gold_a > gold_b).astype(np.int8)
+    n = len(gold_a)
+    if not 0 < n_val < n:
+        raise ValueError(f"validation size {n_val} must be between 1 and the number of pairs ({n})")
+    noisy = label.copy()
+    noisy[: n - n_val] = flip_labels(label[: n - n_val], label_noise, rng)
+    return label, noisy
+
+
 def make_pairs(
     prompts: list[str],
     completions_a: list[str],
@@ -33,14 +48,9 @@ def make_pairs(
     so validation accuracy measures agreement with the gold itself.
     """
     gold_a, gold_b = np.asarray(gold_a, float), np.asarray(gold_b, float)
-    label = np.where(gold_a == gold_b, rng.integers(0, 2, len(gold_a)), gold_a > gold_b).astype(np.int8)
+    label, noisy = draw_labels(gold_a, gold_b, n_val, label_noise, rng)
     n = len(prompts)
-    if not 0 < n_val < n:
-        raise ValueError(f"validation size {n_val} must be between 1 and the number of pairs ({n})")
     split = np.array(["train"] * (n - n_val) + ["val"] * n_val)
-    noisy = label.copy()
-    tr = split == "train"
-    noisy[tr] = flip_labels(label[tr], label_noise, rng)
     df = pd.DataFrame(
         {
             "pair_id": np.arange(n),
@@ -90,25 +100,62 @@ def sample_pairs(
     write_table(df, out, {"rng": rng.bit_generator.state, "train_pairs": train_pairs, "val_pairs": val_pairs})
 
 
-def label_pairs(pairs: str, gold_dir: str, out: str, label_noise: float, threads: int) -> dict:
-    """The pairs labelled by the gold (the gold-preferred completion wins), split train/validation."""
+def label_pairs(pairs: str, gold_dir: str, out: str, label_noise: float, threads: int,
+                rows: list[tuple[int, int]] | None = None) -> dict | None:
+    """The pairs labelled by the gold (the gold-preferred completion wins), split train/validation,
+    with the gold standardised over every pair. `rows`: only the pairs of these pair-id ranges, a
+    part (`config.label_parts`) that `merge_parts` joins, with the gold unstandardised."""
     from .gold import load_gold
-    from .keys import pairs_metadata
-    from .util import atomic_file, log, seed_everything, write_json
+    from .keys import pairs_metadata, write_table
+    from .util import seed_everything
 
     seed_everything(0, threads)
     meta = pairs_metadata(pairs)
     rng = np.random.default_rng()
     rng.bit_generator.state = meta["rng"]
     df = pd.read_parquet(pairs)
-    prompts, a, b = df["prompt"].tolist(), df["completion_a"].tolist(), df["completion_b"].tolist()
-    gold = load_gold(gold_dir)
+    n = len(df)
+    idx = np.arange(n) if rows is None else np.concatenate([np.arange(lo, hi) for lo, hi in rows])
+    if len(idx) == 0 or idx.min() < 0 or idx.max() >= n or len(np.unique(idx)) < len(idx):
+        raise ValueError(f"{pairs}: pair ranges {rows} are not distinct pairs of its {n}")
+    prompts = df["prompt"].to_numpy()[idx].tolist()
+    a, b = df["completion_a"].to_numpy()[idx].tolist(), df["completion_b"].to_numpy()[idx].tolist()
     # both completions of a pair in one call: scorers that reuse a prompt run it once for the two
-    g = gold.score(prompts + prompts, a + b)
-    ga, gb = np.split(g, 2)
-    df = make_pairs(prompts, a, b, ga, gb, meta["val_pairs"], label_noise, rng)
-    # gold is standardised per policy: mean 0, std 1 over this policy's samples
+    ga, gb = np.split(load_gold(gold_dir).score(prompts + prompts, a + b), 2)
+    gold_a, gold_b = np.full(n, np.nan), np.full(n, np.nan)
+    gold_a[idx], gold_b[idx] = ga, gb
+    labelled = make_pairs(df["prompt"].tolist(), df["completion_a"].tolist(), df["completion_b"].tolist(),
+                          gold_a, gold_b, meta["val_pairs"], label_noise, rng).iloc[idx]
+    part = labelled.rename(columns={"gold_a": "gold_a_raw", "gold_b": "gold_b_raw"}).reset_index(drop=True)
+    if rows is None:
+        return write_comparisons(part, meta, label_noise, out)
+    write_table(part, out, {"train_pairs": meta["train_pairs"], "val_pairs": meta["val_pairs"], "label_noise": label_noise})
+    return None
+
+
+def merge_parts(parts: list[str], out: str) -> dict:
+    """The labelled set from its parts (`label_pairs` with `rows`), the same file one job labelling
+    every pair writes; refused unless the parts hold every pair once, of one pairs file."""
+    from .keys import labels_metadata
+
+    metas = [labels_metadata(f) for f in parts]
+    if any(m != metas[0] for m in metas):
+        raise ValueError(f"{parts[0]}: parts of different comparison sets: {metas[0]} and "
+                         f"{next(m for m in metas if m != metas[0])}")
+    df = pd.concat([pd.read_parquet(f) for f in parts], ignore_index=True).sort_values("pair_id", ignore_index=True)
+    if not np.array_equal(df["pair_id"].to_numpy(), np.arange(metas[0]["train_pairs"] + metas[0]["val_pairs"])):
+        raise ValueError(f"{parts[0]}: the parts {parts} do not hold every pair exactly once")
+    return write_comparisons(df, metas[0], metas[0]["label_noise"], out)
+
+
+def write_comparisons(df: pd.DataFrame, meta: dict, label_noise: float, out: str) -> dict:
+    """Every labelled pair with its gold standardised per policy (mean 0, std 1 over this policy's
+    samples), and the set's statistics beside it (.json)."""
+    from .util import atomic_file, log, write_json
+
+    g = np.concatenate([df["gold_a_raw"].to_numpy(), df["gold_b_raw"].to_numpy()])
     norm = {"gold_mean": float(g.mean()), "gold_std": float(g.std())}
+    df = df.rename(columns={"gold_a_raw": "gold_a", "gold_b_raw": "gold_b"})
     df["gold_a"] = (df["gold_a"] - norm["gold_mean"]) / norm["gold_std"]
     df["gold_b"] = (df["gold_b"] - norm["gold_mean"]) / norm["gold_std"]
     df.attrs.clear()
@@ -120,3 +167,14 @@ def label_pairs(pairs: str, gold_dir: str, out: str, label_noise: float, threads
     write_json(stats, Path(out).with_suffix(".json"))
     log.info("comparisons: %s", stats)
     return stats
+
+
+def read_comparisons(files: list[str]) -> pd.DataFrame:
+    """The labelled pairs a proxy learns from: one labelled set, or the parts of one up to its data
+    size (`config.label_parts`), in pair-id order; refused where training pairs are missing before
+    the last one given, which would hand a proxy other pairs than its data size names."""
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values("pair_id", ignore_index=True)
+    train = df.loc[df["split"] == "train", "pair_id"].to_numpy()
+    if not np.array_equal(train, np.arange(len(train))):
+        raise ValueError(f"{files[0]}: the training pairs of {files} are not the first {len(train)} of their set")
+    return df

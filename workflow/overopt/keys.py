@@ -79,6 +79,12 @@ def pairs_metadata(path: str | Path) -> dict:
     return _metadata(path, "pairs file", "overopt pairs")
 
 
+def labels_metadata(path: str | Path) -> dict:
+    """The overopt metadata of a part of a labelled set (`overopt comparisons --rows`): its set's
+    split and label noise."""
+    return _metadata(path, "part of a labelled set", "overopt comparisons --rows")
+
+
 def require_columns(df, cols, source) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:

@@ -27,7 +27,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from .config import cell_seeds, model_params, rl_cells, rl_runs, rl_seeds
+from .config import cell_seeds, label_part_count, label_parts, model_params, rl_cells, rl_runs, rl_seeds
 from .batches import LOGLIK, SCORE
 
 CHARS_PER_TOKEN = 4
@@ -114,7 +114,8 @@ class Costs:
         return prompts * (self.prompt_tokens + self.cfg["bon"]["samples"] * self.cfg["world"]["completion_tokens"])
 
     def job(self, rule: str, policy=None, rm=None, data=None, shard=None) -> tuple[float, float]:
-        """(FLOPs, GPU bytes) of one job of `rule` (shard rules: `shard`, the shard's index)."""
+        """(FLOPs, GPU bytes) of one job of `rule` (shard rules: `shard`, the shard's index; labels:
+        the part's)."""
         cfg, P, Pg, seq = self.cfg, self.P, self.Pg, self.seq
         cmp, bon, tr, rl = cfg["comparisons"], cfg["bon"], cfg["rm_train"], cfg["rl"]
         pairs = self.train_pairs.get(policy, cmp["train_pairs"]) + cmp["val_pairs"]
@@ -136,8 +137,9 @@ class Costs:
         if base == "pairs":
             return 2 * pairs * seq * 2 * P[policy], self._gpu(policy, mem=self._weights(policy, True)
                                                               + self._kv(policy, cmp["batch_size"]))
-        if base == "comparisons":
-            return 2 * pairs * seq * 2 * Pg, self._gpu("gold", mem=self._weights("gold", True) + self._kv("gold", GOLD_BATCH))
+        if base == "labels":  # `shard`: the part's index
+            part = sum(hi - lo for lo, hi in label_parts(cfg, policy)[shard])
+            return 2 * part * seq * 2 * Pg, self._gpu("gold", mem=self._weights("gold", True) + self._kv("gold", GOLD_BATCH))
         if base == "pool":
             return n_pool * seq * 2 * P[policy], self._gpu(policy, mem=self._weights(policy, True)
                                                            + self._kv(policy, bon["batch_size"]))
@@ -228,7 +230,8 @@ def jobs_of(cfg: dict) -> list[Job]:
     pool_sets |= {(p, rep("pool", s)) for p, r, d, _ in rl_runs(cfg) for s in rl_seeds(cfg, seeds_of[(p, r, d)])}
     for p, rp in cmp_sets:
         pairs = add("pairs", (p, rp), [pi_init[p], *prompts], policy=p)
-        add("comparisons", (p, rp), [pairs, gold], policy=p)
+        parts = [add("labels", (p, rp, k), [pairs, gold], policy=p, shard=k) for k in range(label_part_count(cfg, p))]
+        add("comparisons", (p, rp), parts)
 
     def sharded(rule, key, deps_of, merge=True, **w):
         """One job per shard and a merge (or the one whole job): the (rule, key) downstream reads.
@@ -256,7 +259,8 @@ def jobs_of(cfg: dict) -> list[Job]:
     for (p, r, d), seeds in seeds_of.items():
         for s in seeds:
             cp, pp_ = rep("comparisons", s), rep("pool", s)
-            deps = [base(r), ("comparisons", (p, cp))] + ([("loglik_pairs", (p, r, cp))] if tr.get("base_loglik") else [])
+            parts = [("labels", (p, cp, k)) for k in range(label_part_count(cfg, p, d))]
+            deps = [base(r), *parts] + ([("loglik_pairs", (p, r, cp))] if tr.get("base_loglik") else [])
             rm_job[(p, r, d, s)] = add("train_rm", (p, r, d, s), deps, rm=r, data=d)
             if s in scored[(p, r, d)]:
                 def score_deps(k, p=p, r=r, d=d, s=s, pp_=pp_):

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .comparisons import read_comparisons
 from .hf import ADAPTER_BASE, add_lora, read_spec, trainable_parameters
 from .models import (PROMPT_REUSE_MIN, count_params, direct_gpt2, gpt2_rewards_with_prefix, last_token, load_causal,
                      load_reward, load_tokenizer, read_metrics, reward_forward)
@@ -148,7 +149,7 @@ def evaluate(model, tokenizer, df: pd.DataFrame, lm_dir: str | None = None, read
 
 def train_rm(
     base_dir: str,
-    comparisons: str,
+    comparisons: str | list[str],
     out: str,
     data_size: int,
     seed: int,
@@ -179,13 +180,15 @@ def train_rm(
     at the one-feature Bradley-Terry optimum (`warm_cap`), which leaves the feature uncapped where
     the pairs do not ask for a cap. `loglik`: the base's table of pair log-likelihoods
     (`loglik.pairs_table`); without it they are computed here, to the same numbers. `policy`, `rm`:
-    the names of its grid cell, recorded with the data size and seed as its keys (`keys.CELL`)."""
+    the names of its grid cell, recorded with the data size and seed as its keys (`keys.CELL`).
+    `comparisons`: the labelled set, or its parts up to `data_size` (`comparisons.read_comparisons`)."""
     from .templates import render_frame, template_of
 
     seed_everything(seed, threads)
     tok = load_tokenizer(base_dir)
     template = template_of(base_dir)
-    df = render_frame(tok, template, pd.read_parquet(comparisons), ("completion_a", "completion_b"))  # as the base reads them
+    files = [comparisons] if isinstance(comparisons, (str, Path)) else list(comparisons)
+    df = render_frame(tok, template, read_comparisons(files), ("completion_a", "completion_b"))  # as the base reads them
     train = train_subset(df, data_size)
     val = df[df["split"] == "val"]
     model = load_reward(base_dir, pad_token_id=tok.pad_token_id)

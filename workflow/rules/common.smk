@@ -1,6 +1,6 @@
 # Validated config, wildcard constraints and target helpers. The only place config is read.
-from overopt.config import (ConfigError, canonical, cell_seeds, grid_cells, model_params, ppo_settings, rl_cells, rl_seeds,
-                            validate)
+from overopt.config import (ConfigError, canonical, cell_seeds, grid_cells, label_part_count, label_parts, model_params,
+                            ppo_settings, rl_cells, rl_seeds, validate)
 from overopt.config import rl_runs as rl_run_cells
 from overopt.forkserver import Server
 from overopt.plan import Costs, requested_minutes
@@ -35,6 +35,7 @@ wildcard_constraints:
     kl=r"[0-9]+(\.[0-9]+)?(e-?[0-9]+)?",
     rep=r"(\.r\d+)?",  # "" where every replicate shares a file, ".r{seed}" where each draws its own
     shard=r"\d+",
+    part=r"\d+",
 
 
 def is_tiny(name):
@@ -142,6 +143,17 @@ def pretrain_threads(wildcards):
     number (`overopt.models`, tests/test_threads.py). A constant, so that a cluster job asks for
     what it uses; `--set-threads pretrain=N` gives it (and every pretraining job) N."""
     return 2 if wildcards.model in GOLD_MODELS else 1
+
+
+def label_rows(policy, part):
+    """The pair-id ranges of one labelling job (`config.label_parts`), as `--rows` takes them."""
+    return " ".join(f"{lo}:{hi}" for lo, hi in label_parts(CFG, policy)[int(part)])
+
+
+def label_part_files(policy, rep, data=None):
+    """The labelled parts of a comparison set that a proxy of data size `data` reads (all without one)."""
+    n = label_part_count(CFG, policy, data)
+    return [f"{OUT}/comparisons/{policy}{rep}/part{k}.parquet" for k in range(n)]
 
 
 def rl_chain_priority(wildcards):
@@ -275,7 +287,9 @@ def benchmark_pairs():
     out = [("pretrain", f"{b}/pretrain/{m}.tsv") for m in sorted(used) if is_tiny(m)]
     out += [("sft", f"{b}/sft/{p}.tsv") for p in policies] if SFT else []
     out += [("gold_rm", f"{b}/gold_rm/{x}.tsv") for x in ("pairs", "comparisons", "rm")] if "learned" in CFG["gold"] else []
-    out += [(g, f"{b}/{g}/{p}{rep}.tsv") for p, rep in comparison_files() for g in ("pairs", "comparisons")]
+    out += [("pairs", f"{b}/pairs/{p}{rep}.tsv") for p, rep in comparison_files()]
+    out += [("labels", f"{b}/labels/{p}{rep}/part{k}.tsv") for p, rep in comparison_files()
+            for k in range(label_part_count(CFG, p))]
     out += [(g, f) for p, rep in pool_files_of() for g in ("pool", "score_gold")
             for f in shard_benchmarks(f"{b}/{g}/{p}{rep}")]
     if CFG["rm_train"]["base_loglik"]:
@@ -318,7 +332,9 @@ def scored_rm_dirs():
 
 
 def all_targets():
-    targets = [f"{OUT}/tables/rm_metrics.csv"]
+    # the labelled comparison sets: no job reads them whole (proxies read their parts)
+    targets = [f"{OUT}/comparisons/{p}{rep}.parquet" for p, rep in comparison_files()]
+    targets += [f"{OUT}/tables/rm_metrics.csv"]
     if "bon" in CFG["methods"]:
         targets += [f"{OUT}/fits/bon.csv", f"{OUT}/figures/fig01_bon.pdf"]
     if "rl" in CFG["methods"]:
@@ -347,9 +363,10 @@ COSTS = Costs(CFG)
 
 def _cost(rule, wildcards):
     """(FLOPs, GPU bytes) of the job of `rule` with these wildcards (plan.Costs)."""
-    w = {k: getattr(wildcards, k, None) for k in ("policy", "rm", "data", "shard")}
+    w = {k: getattr(wildcards, k, None) for k in ("policy", "rm", "data", "shard", "part")}
+    index = w["shard"] or w["part"]  # a pool's shard, or a comparison set's labelled part
     return COSTS.job(rule, policy=w["policy"], rm=w["rm"], data=int(w["data"]) if w["data"] else None,
-                     shard=int(w["shard"]) if w["shard"] else None)
+                     shard=int(index) if index else None)
 
 
 def gpu_mem(rule):

@@ -31,7 +31,7 @@ rule loglik_pairs:
 rule train_rm:
     input:
         base=lambda w: base_input(w.rm),
-        comparisons=lambda w: f"{OUT}/comparisons/{w.policy}{cmp_rep(w.seed)}.parquet",
+        comparisons=lambda w: label_part_files(w.policy, cmp_rep(w.seed), w.data),
         loglik=lambda w: loglik_input(w, "pairs"),
     output:
         directory(f"{OUT}/rm/{{policy}}/{{rm}}/n{{data}}/s{{seed}}"),

@@ -259,28 +259,46 @@ rule pairs:
         " --batch-size {params.batch_size} --seed {params.seed} --threads {threads} {params.prompts} > {log} 2>&1"
 
 
-rule comparisons:
+rule labels:
     input:
         pairs=f"{OUT}/comparisons/{{policy}}{{rep}}.pairs.parquet",
         gold=f"{OUT}/gold",
     output:
-        pairs=f"{OUT}/comparisons/{{policy}}{{rep}}.parquet",
-        stats=f"{OUT}/comparisons/{{policy}}{{rep}}.json",
+        f"{OUT}/comparisons/{{policy}}{{rep}}/part{{part}}.parquet",
     params:
         label_noise=CFG["comparisons"]["label_noise"],
+        rows=lambda w: label_rows(w.policy, w.part),
     log:
-        f"{OUT}/logs/comparisons/{{policy}}{{rep}}.log",
+        f"{OUT}/logs/labels/{{policy}}{{rep}}/part{{part}}.log",
     benchmark:
-        f"{OUT}/benchmarks/comparisons/{{policy}}{{rep}}.tsv"
+        f"{OUT}/benchmarks/labels/{{policy}}{{rep}}/part{{part}}.tsv"
     threads: job_threads("gold")
     priority: 4
     resources:
         mem_mb=mem("gold", base=4000),
-        runtime=runtime("gold", base=30, rule="comparisons"),
-        gpu_mem_mb=gpu_mem("comparisons"),
+        runtime=runtime("gold", base=30, rule="labels"),
+        gpu_mem_mb=gpu_mem("labels"),
         gpu=1 if "hf" in CFG["gold"] else 0,
     conda:
         CONDA_ENV
     shell:
-        "overopt comparisons --pairs {input.pairs} --gold {input.gold} --out {output.pairs}"
-        " --label-noise {params.label_noise} --threads {threads} > {log} 2>&1"
+        "overopt comparisons --pairs {input.pairs} --gold {input.gold} --out {output}"
+        " --label-noise {params.label_noise} --rows {params.rows} --threads {threads} > {log} 2>&1"
+
+
+rule comparisons:
+    input:
+        lambda w: label_part_files(w.policy, w.rep),
+    output:
+        pairs=f"{OUT}/comparisons/{{policy}}{{rep}}.parquet",
+        stats=f"{OUT}/comparisons/{{policy}}{{rep}}.json",
+    log:
+        f"{OUT}/logs/comparisons/{{policy}}{{rep}}.log",
+    threads: 1
+    resources:
+        mem_mb=mem(base=2000),
+        runtime=runtime(base=10),
+    conda:
+        CONDA_ENV
+    shell:
+        "overopt merge-comparisons --parts {input} --out {output.pairs} > {log} 2>&1"
