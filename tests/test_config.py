@@ -29,6 +29,7 @@ BAD = {
     "gold not larger than proxies": (lambda c: c["gold"]["tiny"].update(reference="r1"), "gold.tiny.reference"),
     "gold fluency with two references": (lambda c: c["gold"]["tiny"].update(fluency_ngram=5), "gold.tiny"),
     "gold fluency without a reference": (lambda c: c["gold"]["tiny"].pop("reference"), "gold.tiny"),
+    "more gold parts than prompts": (lambda c: c["bon"].update(gold_parts=33), "bon.gold_parts"),
     "gold tent without a cap": (lambda c: c["gold"]["tiny"].update(count_over=1.0, count_cap=None), "gold.tiny.count_over"),
     "gold n-gram order too high": (lambda c: c["gold"]["tiny"].update(fluency_ngram=12), "gold.tiny.fluency_ngram"),
     "penalty sweep on an unknown RM": (lambda c: c["rl"].update(penalty_reward_models=["r9"]),

@@ -50,7 +50,7 @@ def test_hf_smoke_pipeline(smoke_config, world, tmp_path):
     validate(cfg)
     write_config(tmp_path, cfg)
     r = snakemake_cmd(tmp_path, "--cores", "2", "results/fits/bon.csv", "results/rl/p/r2/n64/kl0/s0.csv",
-                      "results/tables/rm_metrics.csv")
+                      "results/tables/rm_metrics.csv", "results/comparisons/p.parquet")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = tmp_path / "results"
     prompts = pd.read_parquet(res / "prompts.parquet")

@@ -128,9 +128,11 @@ def test_pythia_jobs_ask_for_their_estimates_within_the_caps(monkeypatch):
     assert max(p["longest_h"].values()) <= 8
     assert p["critical_h"] <= sum(p["gpu_hours"].values()) / 5
     # the same study in one job per pool: the gold's job cannot fit the runtime cap, and plan says which
-    cfg["bon"]["shard_prompts"] = None
+    cfg["bon"].update(shard_prompts=None, gold_parts=1)
     refused = plan(cfg)["refused"]
-    assert refused and refused[0].startswith("score_gold(pythia-1.4b-policy)") and "bon.shard_prompts" in refused[0]
+    assert refused and refused[0].startswith("score_gold_part(pythia-1.4b-policy, 0)") and "bon.gold_parts" in refused[0]
+    cfg["bon"]["gold_parts"] = 4  # ... and in 4 parts it does
+    assert not plan(cfg)["refused"]
 
 
 def test_plan_refuses_a_job_that_does_not_fit_the_gpu():

@@ -103,3 +103,32 @@ def test_the_smoke_study_in_shards_of_any_size_gives_the_same_curves(smoke_confi
     assert len(curves[0]) == 2 + 2 * 3 and curves[0].keys() == curves[1].keys()
     for f in curves[0]:
         pd.testing.assert_frame_equal(curves[1][f], curves[0][f], **ROUNDING, obj=str(f))
+
+
+def test_the_gold_of_a_pool_in_parts_is_the_gold_of_one_job(tmp_path):
+    """`bon.gold_parts`: the gold on an unsharded pool in jobs of consecutive prompts, merged, writes
+    the file one job scoring the whole pool writes, byte for byte (a gold whose fluency comes from
+    an LM, whose batches differ between a part and the whole pool)."""
+    from overopt.config import gold_part_range
+    from overopt.gold import build_gold
+    from overopt.pool import make_pool, merge_gold, score_gold
+    from overopt.text import corpus_split
+
+    train, held = corpus_split()
+    base, _ = tiny_base(tmp_path, seed=0)
+    gold = str(tmp_path / "gold")
+    build_gold({"tiny": {"terms": {"count": 1.0, "fluency": 0.5}, "reward_chars": ".,e"}},
+               gold, str(base), held, 8, 8, seed=0, train_text=train)
+    pool = str(tmp_path / "pool.parquet")
+    make_pool(str(base), pool, prompts=5, samples=12, prompt_chars=8, completion_tokens=8, batch_size=16, seed=1, threads=1)
+    score_gold(pool, gold, str(tmp_path / "whole.parquet"), threads=1)
+    cfg = {"bon": {"prompts": 5, "gold_parts": 3}}
+    assert [gold_part_range(cfg, k) for k in range(3)] == [(0, 1), (1, 3), (3, 5)]
+    parts = [str(tmp_path / f"part{k}.parquet") for k in range(3)]
+    for k, out in enumerate(parts):
+        score_gold(pool, gold, out, threads=1, raw=True, prompts=gold_part_range(cfg, k))
+        assert set(pd.read_parquet(out)["prompt_id"]) == set(range(*gold_part_range(cfg, k)))
+    merge_gold(parts[::-1], str(tmp_path / "merged.parquet"))
+    assert (tmp_path / "merged.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    with pytest.raises(ValueError, match="no samples of prompts 5..6"):
+        score_gold(pool, gold, str(tmp_path / "none.parquet"), threads=1, raw=True, prompts=(5, 7))

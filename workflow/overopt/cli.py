@@ -102,7 +102,7 @@ def cmd_pool(a):
 def cmd_score_gold(a):
     from .pool import score_gold
 
-    score_gold(a.pool, a.gold, a.out, a.threads, a.raw)
+    score_gold(a.pool, a.gold, a.out, a.threads, a.raw, a.prompt_range)
 
 
 def cmd_score_proxy(a):
@@ -428,7 +428,9 @@ COMMANDS = {
               "threads"]),
     "score-gold": (cmd_score_gold, "score the pool with the gold",
                    ["pool", "gold", "out", "threads",
-                    ("raw", {"action": "store_true", "help": "a shard: raw scores, standardised by merge-shards"})]),
+                    ("raw", {"action": "store_true", "help": "a shard: raw scores, standardised by merge-shards"}),
+                    ("prompt-range", {"type": int, "nargs": 2, "metavar": ("LO", "HI"), "default": None,
+                                      "help": "only the samples of prompts LO..HI-1 (with --raw: a part of the pool)"})]),
     "score-proxy": (cmd_score_proxy, "score the pool with one proxy RM",
                     ["pool", "gold-scores", "rm", "out", "dtype", "loglik", "threads"]),
     "merge-shards": (cmd_merge_shards, "merge a pool's shards, or their gold, proxy or log-likelihood scores",

@@ -122,6 +122,12 @@ def label_part_count(config: dict, policy: str, data: int | None = None) -> int:
     return len(sizes) if data is None else sizes.index(int(data)) + 1
 
 
+def gold_part_range(config: dict, part: int) -> tuple[int, int]:
+    """Prompts lo..hi-1 of an unsharded pool that gold job `part` of `bon.gold_parts` scores."""
+    n, parts = config["bon"]["prompts"], config["bon"]["gold_parts"]
+    return int(part) * n // parts, (int(part) + 1) * n // parts
+
+
 def rl_seeds(config: dict, seeds: list[int]) -> list[int]:
     """The seeds PPO runs on in an RL cell with proxy seeds `seeds`: those within `rl.seeds`, if given."""
     keep = config["rl"].get("seeds")
@@ -246,6 +252,9 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     for key in ("reference", "fluency_ngram"):  # null: unset (an overlay cannot delete a key)
         if "tiny" in gold and key in gold["tiny"] and gold["tiny"][key] is None:
             del gold["tiny"][key]
+    if config["bon"]["gold_parts"] > config["bon"]["prompts"]:
+        raise ConfigError(f"config key 'bon.gold_parts': {config['bon']['gold_parts']} parts of {config['bon']['prompts']} "
+                          "prompts (bon.prompts) would leave a part without a prompt")
     if "tiny" in gold and gold["tiny"].get("count_over") and gold["tiny"].get("count_cap") is None:
         raise ConfigError("config key 'gold.tiny.count_over': needs gold.tiny.count_cap, the count past which it applies")
     if "tiny" in gold and "fluency" in gold["tiny"]["terms"]:

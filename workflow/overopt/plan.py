@@ -27,7 +27,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from .config import cell_seeds, label_part_count, label_parts, model_params, rl_cells, rl_runs, rl_seeds
+from .config import cell_seeds, gold_part_range, label_part_count, label_parts, model_params, rl_cells, rl_runs, rl_seeds
 from .batches import LOGLIK, SCORE
 
 CHARS_PER_TOKEN = 4
@@ -143,7 +143,10 @@ class Costs:
         if base == "pool":
             return n_pool * seq * 2 * P[policy], self._gpu(policy, mem=self._weights(policy, True)
                                                            + self._kv(policy, bon["batch_size"]))
-        if base == "score_gold":
+        if base == "score_gold_part":  # `shard`: the part's index
+            lo, hi = gold_part_range(cfg, shard)
+            n_pool = (hi - lo) * bon["samples"]
+        if base in ("score_gold", "score_gold_part"):
             return n_pool * seq * 2 * Pg, self._gpu("gold", mem=self._weights("gold", True) + self._kv("gold", GOLD_BATCH))
         if base == "loglik_pairs":
             read = self.base_pairs.get((policy, rm), cmp["train_pairs"]) + cmp["val_pairs"]
@@ -246,7 +249,12 @@ def jobs_of(cfg: dict) -> list[Job]:
     for p, rp in sorted(pool_sets):
         pool_part = lambda k, p=p, rp=rp: ("pool_shard", (p, rp, k)) if k is not None else ("pool", (p, rp))
         pool_job[(p, rp)] = sharded("pool", (p, rp), lambda k, p=p: [pi_init[p], *prompts], (p, rp) in rl_pools, policy=p)
-        gold_job[(p, rp)] = sharded("score_gold", (p, rp), lambda k, pp=pool_part: [pp(k), gold])
+        if shards == [None]:  # the whole pool's gold in parts of consecutive prompts, merged
+            parts = [add("score_gold_part", (p, rp, k), [pool_job[(p, rp)], gold], shard=k)
+                     for k in range(cfg["bon"]["gold_parts"])]
+            gold_job[(p, rp)] = add("merge_gold", (p, rp), parts)
+        else:
+            gold_job[(p, rp)] = sharded("score_gold", (p, rp), lambda k, pp=pool_part: [pp(k), gold])
     tr = cfg["rm_train"]
     if tr.get("base_loglik"):
         for p, r, rp in sorted({(p, r, rep("comparisons", s)) for (p, r, d), seeds in seeds_of.items() for s in seeds}):
@@ -337,7 +345,8 @@ def plan(cfg: dict) -> dict:
                                f"{c['gpu_memory_gb']:g} GB (cluster.gpu_memory_gb)")
             if h * c["safety"] > c["max_runtime_h"]:
                 refused.append(f"{name}: {h:.1f} GPU-hours x safety {c['safety']:g} exceed the longest runtime, "
-                               f"{c['max_runtime_h']:g} h (cluster.max_runtime_h): set or lower bon.shard_prompts")
+                               f"{c['max_runtime_h']:g} h (cluster.max_runtime_h): set or lower bon.shard_prompts"
+                               + (" or raise bon.gold_parts" if j.rule == "score_gold_part" else ""))
     gpu_hours = {k: costs.hours(v) for k, v in flops.items()}
     # every job at the table's rate, as the GPU-hours column counts them (the tiny world's run on CPU)
     path_h, path = critical_path(jobs, lambda j: costs.hours(j.flops))

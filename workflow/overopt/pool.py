@@ -59,9 +59,11 @@ def prompt_seed(seed: int, prompt: int) -> int:
     return int(np.random.SeedSequence([seed, prompt]).generate_state(1)[0])
 
 
-def score_gold(pool: str, gold_dir: str, out: str, threads: int, raw: bool = False) -> None:
+def score_gold(pool: str, gold_dir: str, out: str, threads: int, raw: bool = False,
+               prompts: tuple[int, int] | None = None) -> None:
     """Gold on every pool sample, standardised to mean 0 and std 1 over the pool (pi_init).
-    `raw`: a shard's scores, standardised once merged (`merge_gold`)."""
+    `raw`: a shard's scores, standardised once merged (`merge_gold`). `prompts` (lo, hi): only the
+    samples of prompts lo..hi-1 (a part, `bon.gold_parts`), each scored as in the whole pool."""
     import pandas as pd
 
     from .gold import load_gold
@@ -69,6 +71,10 @@ def score_gold(pool: str, gold_dir: str, out: str, threads: int, raw: bool = Fal
 
     seed_everything(0, threads)
     df = pd.read_parquet(pool)
+    if prompts is not None:
+        df = df[(df["prompt_id"] >= prompts[0]) & (df["prompt_id"] < prompts[1])]
+        if df.empty:
+            raise ValueError(f"{pool}: no samples of prompts {prompts[0]}..{prompts[1] - 1}")
     g = load_gold(gold_dir).score(df["prompt"].tolist(), df["completion"].tolist())
     res = df[["prompt_id", "sample_id"]].assign(gold_raw=g)
     with atomic_file(out) as tmp:

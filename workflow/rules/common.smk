@@ -1,6 +1,6 @@
 # Validated config, wildcard constraints and target helpers. The only place config is read.
-from overopt.config import (ConfigError, canonical, cell_seeds, grid_cells, label_part_count, label_parts, model_params,
-                            ppo_settings, rl_cells, rl_seeds, validate)
+from overopt.config import (ConfigError, canonical, cell_seeds, gold_part_range, grid_cells, label_part_count,
+                            label_parts, model_params, ppo_settings, rl_cells, rl_seeds, validate)
 from overopt.config import rl_runs as rl_run_cells
 from overopt.forkserver import Server
 from overopt.plan import Costs, requested_minutes
@@ -290,8 +290,10 @@ def benchmark_pairs():
     out += [("pairs", f"{b}/pairs/{p}{rep}.tsv") for p, rep in comparison_files()]
     out += [("labels", f"{b}/labels/{p}{rep}/part{k}.tsv") for p, rep in comparison_files()
             for k in range(label_part_count(CFG, p))]
-    out += [(g, f) for p, rep in pool_files_of() for g in ("pool", "score_gold")
-            for f in shard_benchmarks(f"{b}/{g}/{p}{rep}")]
+    out += [("pool", f) for p, rep in pool_files_of() for f in shard_benchmarks(f"{b}/pool/{p}{rep}")]
+    out += [("score_gold", f) for p, rep in pool_files_of() for f in
+            (shard_benchmarks(f"{b}/score_gold/{p}{rep}") if SHARD else
+             [f"{b}/score_gold/{p}{rep}/part{k}.tsv" for k in range(CFG["bon"]["gold_parts"])])]
     if CFG["rm_train"]["base_loglik"]:
         out += [("loglik_pairs", f"{b}/loglik_pairs/{p}/{r}{rep}.tsv") for p, r, rep in replicate_files(cells, cmp_rep)]
         out += [("loglik_pool", f) for p, r, rep in replicate_files(scored_cells(), pool_rep)

@@ -1,5 +1,6 @@
 # The best-of-n pool of each policy (and replicate), sampled and scored in one job per pool and
-# model (`bon.shard_prompts` unset; shards.smk otherwise).
+# model (`bon.shard_prompts` unset; shards.smk otherwise), but for the gold: `bon.gold_parts` jobs
+# of consecutive prompts and a merge.
 
 
 rule pool:
@@ -38,28 +39,48 @@ rule pool:
         " --seed {params.seed} --replicate {params.replicate} --threads {threads} {params.prompt_file} > {log} 2>&1"
 
 
-rule score_gold:
+rule score_gold_part:
     input:
         pool=f"{OUT}/pool/{{policy}}{{rep}}.parquet",
         gold=f"{OUT}/gold",
     output:
-        f"{OUT}/pool/{{policy}}{{rep}}.gold.parquet",
+        f"{OUT}/pool/{{policy}}{{rep}}.gold/part{{part}}.parquet",
+    params:
+        prompts=lambda w: "{} {}".format(*gold_part_range(CFG, w.part)),
     log:
-        f"{OUT}/logs/score_gold/{{policy}}{{rep}}.log",
+        f"{OUT}/logs/score_gold/{{policy}}{{rep}}/part{{part}}.log",
     benchmark:
-        f"{OUT}/benchmarks/score_gold/{{policy}}{{rep}}.tsv"
+        f"{OUT}/benchmarks/score_gold/{{policy}}{{rep}}/part{{part}}.tsv"
     threads: job_threads("gold")
     priority: 3
     resources:
         mem_mb=mem("gold", base=4000),
-        runtime=runtime("gold", base=60, rule="score_gold"),
-        gpu_mem_mb=gpu_mem("score_gold"),
+        runtime=runtime("gold", base=60, rule="score_gold_part"),
+        gpu_mem_mb=gpu_mem("score_gold_part"),
         gpu=1 if "hf" in CFG["gold"] else 0,
     conda:
         CONDA_ENV
     shell:
-        "overopt score-gold --pool {input.pool} --gold {input.gold} --out {output}"
-        " --threads {threads} > {log} 2>&1"
+        "overopt score-gold --raw --pool {input.pool} --gold {input.gold} --out {output}"
+        " --prompt-range {params.prompts} --threads {threads} > {log} 2>&1"
+
+
+rule merge_gold:
+    input:
+        lambda w: [f"{OUT}/pool/{w.policy}{w.rep}.gold/part{k}.parquet" for k in range(CFG["bon"]["gold_parts"])],
+    output:
+        f"{OUT}/pool/{{policy}}{{rep}}.gold.parquet",
+    log:
+        f"{OUT}/logs/score_gold/{{policy}}{{rep}}.merge.log",
+    threads: 1
+    priority: 3
+    resources:
+        mem_mb=mem(base=4000),
+        runtime=runtime(base=10),
+    conda:
+        CONDA_ENV
+    shell:
+        "overopt merge-shards --kind gold --shards {input} --out {output} > {log} 2>&1"
 
 
 rule loglik_pool:
