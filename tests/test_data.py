@@ -166,7 +166,8 @@ def test_labels_in_parts_are_the_labels_of_one_job(tmp_path):
     """Labelling a comparison set in parts (one gold job per range of pairs, `config.label_parts`)
     and joining them gives the file one job labelling every pair writes, byte for byte; a proxy
     reading the parts up to its data size reads the same rows as one reading the whole set."""
-    from overopt.comparisons import label_pairs, merge_parts, read_comparisons, sample_pairs
+    from overopt.comparisons import label_pairs, merge_parts, sample_pairs
+    from overopt.rm import read_comparisons
     from overopt.gold import build_gold
     from conftest import tiny_base
 
@@ -197,12 +198,16 @@ def test_labels_in_parts_are_the_labels_of_one_job(tmp_path):
         merge_parts(parts[:1], str(tmp_path / "short.parquet"))
 
 
-def test_label_parts_cut_at_the_data_sizes():
+def test_label_parts_hold_runs_of_part_pairs_whatever_the_data_sizes():
     from pathlib import Path
 
     from overopt.config import label_part_count, label_parts, validate
 
     cfg = validate(yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text()))
-    assert label_parts(cfg, "lm-m") == [[(0, 1000), (16000, 17000)], [(1000, 4000)], [(4000, 16000)]]
-    assert [label_part_count(cfg, "lm-m", d) for d in (1000, 4000, 16000, None)] == [1, 2, 3, 3]
+    cfg["comparisons"]["part_pairs"] = 4000
+    parts = label_parts(cfg, "lm-m")
+    assert parts == [[(0, 4000), (16000, 17000)], [(4000, 8000)], [(8000, 12000)], [(12000, 16000)]]
+    assert [label_part_count(cfg, "lm-m", d) for d in (1000, 4000, 16000, None)] == [1, 1, 4, 4]
     assert label_parts(cfg, "lm-s") == [[(0, 4000), (4000, 5000)]]
+    cfg["subgrids"][1]["data_sizes"] = [1000, 2000, 4000, 16000]  # a data size added below the largest
+    assert label_parts(cfg, "lm-m") == parts

@@ -217,7 +217,8 @@ def test_replicates_draw_their_own_comparisons_and_pools(tmp_path, smoke_config)
         assert set(pd.read_csv(res / "rl" / "p" / "r2" / "n64" / "kl0.0" / f"s{s}.by_prompt.csv")["pool"]) == {s}
         dry = snakemake_cmd(tmp_path, "-n", "-f", f"results/rm/p/r2/n64/s{s}")
         inputs = re.search(r"rule train_rm:\n\s+input: ([^\n]+)", dry.stdout + dry.stderr).group(1)
-        assert f"results/comparisons/p.r{s}.parquet" in inputs and f"results/loglik/p/r2.r{s}.pairs.parquet" in inputs
+        # the labelled part of its own comparison sample
+        assert f"results/comparisons/p.r{s}/part0.parquet" in inputs and f"results/loglik/p/r2.r{s}.pairs.parquet" in inputs
     lines = (res / "findings.txt").read_text().splitlines()
     assert any(l.split()[1] == "F1" for l in lines)
 
@@ -312,3 +313,16 @@ def test_readout_lr_reruns_only_the_proxies_whose_lr_it_changes(smoke_copy, smok
     got = dry_run(smoke_copy)
     assert {p for p in got if p.startswith("results/rm/")} == {str(d.relative_to(smoke_copy)) for d in (smoke_copy / "results/rm").glob("*/*/n*/s*")}
     assert not any(p.startswith(("results/base", "results/pool", "results/comparisons", "results/gold")) for p in got)
+
+
+def test_a_proxy_waits_only_on_the_labelled_parts_of_its_data_size(smoke_copy):
+    """comparisons.part_pairs 64: the proxies of 64 pairs read part 0 (with the validation pairs),
+    those of 128 parts 0 and 1."""
+    import re
+
+    from conftest import snakemake_cmd
+
+    for data, parts in ((64, {"part0"}), (128, {"part0", "part1"})):
+        dry = snakemake_cmd(smoke_copy, "-n", "-f", f"results/rm/p/r1/n{data}/s0")
+        inputs = re.search(r"rule train_rm:\n\s+input: ([^\n]+)", dry.stdout + dry.stderr).group(1)
+        assert set(re.findall(r"results/comparisons/p/(part\d+)\.parquet", inputs)) == parts, inputs

@@ -167,14 +167,3 @@ def write_comparisons(df: pd.DataFrame, meta: dict, label_noise: float, out: str
     write_json(stats, Path(out).with_suffix(".json"))
     log.info("comparisons: %s", stats)
     return stats
-
-
-def read_comparisons(files: list[str]) -> pd.DataFrame:
-    """The labelled pairs a proxy learns from: one labelled set, or the parts of one up to its data
-    size (`config.label_parts`), in pair-id order; refused where training pairs are missing before
-    the last one given, which would hand a proxy other pairs than its data size names."""
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values("pair_id", ignore_index=True)
-    train = df.loc[df["split"] == "train", "pair_id"].to_numpy()
-    if not np.array_equal(train, np.arange(len(train))):
-        raise ValueError(f"{files[0]}: the training pairs of {files} are not the first {len(train)} of their set")
-    return df

@@ -105,21 +105,21 @@ def grid_cells(config: dict) -> list[tuple[str, str, int]]:
 
 def label_parts(config: dict, policy: str) -> list[list[tuple[int, int]]]:
     """The comparison pairs of `policy` labelled by one gold job each, as pair-id ranges: the
-    training pairs cut at its proxies' data sizes, the validation pairs with the first part. A
-    proxy of data size N waits only on the parts up to N (data sizes are nested): the smallest
-    proxies start before the largest set is labelled."""
-    sizes = sorted({d for p, _, d in grid_cells(config) if p == policy})
-    train, val = sizes[-1], config["comparisons"]["val_pairs"]
-    cuts = [0] + sizes
-    parts = [[(lo, hi)] for lo, hi in zip(cuts, cuts[1:])]
+    training pairs in runs of `comparisons.part_pairs`, the validation pairs with the first. A
+    proxy of data size N waits only on the parts holding its first N pairs; adding a data size
+    below the largest leaves every part, and so every proxy, as it was."""
+    train = max(d for p, _, d in grid_cells(config) if p == policy)
+    step, val = config["comparisons"]["part_pairs"], config["comparisons"]["val_pairs"]
+    parts = [[(lo, min(lo + step, train))] for lo in range(0, train, step)]
     parts[0].append((train, train + val))
     return parts
 
 
 def label_part_count(config: dict, policy: str, data: int | None = None) -> int:
     """How many of `label_parts` a proxy of data size `data` reads (all of them without one)."""
-    sizes = sorted({d for p, _, d in grid_cells(config) if p == policy})
-    return len(sizes) if data is None else sizes.index(int(data)) + 1
+    if data is None:
+        data = max(d for p, _, d in grid_cells(config) if p == policy)
+    return -(-int(data) // config["comparisons"]["part_pairs"])
 
 
 def gold_part_range(config: dict, part: int) -> tuple[int, int]:
