@@ -196,6 +196,10 @@ def test_labels_in_parts_are_the_labels_of_one_job(tmp_path):
         read_comparisons(parts[1:])  # training pairs 15..39 without 0..14
     with pytest.raises(ValueError, match="every pair exactly once"):
         merge_parts(parts[:1], str(tmp_path / "short.parquet"))
+    sample_pairs(str(base), str(tmp_path / "other.parquet"), 40, 10, 8, 8, batch_size=16, seed=4, threads=1)
+    label_pairs(str(tmp_path / "other.parquet"), gold, str(tmp_path / "other1.parquet"), 0.2, threads=1, rows=rows[1])
+    with pytest.raises(ValueError, match="parts of different comparison sets"):
+        merge_parts([parts[0], str(tmp_path / "other1.parquet")], str(tmp_path / "mixed.parquet"))
 
 
 def test_label_parts_hold_runs_of_part_pairs_whatever_the_data_sizes():

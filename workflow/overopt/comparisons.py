@@ -129,7 +129,9 @@ def label_pairs(pairs: str, gold_dir: str, out: str, label_noise: float, threads
     part = labelled.rename(columns={"gold_a": "gold_a_raw", "gold_b": "gold_b_raw"}).reset_index(drop=True)
     if rows is None:
         return write_comparisons(part, meta, label_noise, out)
-    write_table(part, out, {"train_pairs": meta["train_pairs"], "val_pairs": meta["val_pairs"], "label_noise": label_noise})
+    # the pairs' own generator state names the sample they come from: parts of two samples do not join
+    write_table(part, out, {"train_pairs": meta["train_pairs"], "val_pairs": meta["val_pairs"], "label_noise": label_noise,
+                            "pairs_rng": meta["rng"]})
     return None
 
 

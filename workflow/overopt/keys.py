@@ -81,7 +81,7 @@ def pairs_metadata(path: str | Path) -> dict:
 
 def labels_metadata(path: str | Path) -> dict:
     """The overopt metadata of a part of a labelled set (`overopt comparisons --rows`): its set's
-    split and label noise."""
+    split, label noise and the generator state its pairs file was saved with."""
     return _metadata(path, "part of a labelled set", "overopt comparisons --rows")
 
 
