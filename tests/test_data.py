@@ -167,7 +167,7 @@ def test_labels_in_parts_are_the_labels_of_one_job(tmp_path):
     and joining them gives the file one job labelling every pair writes, byte for byte; a proxy
     reading the parts up to its data size reads the same rows as one reading the whole set."""
     from overopt.comparisons import label_pairs, merge_parts, sample_pairs
-    from overopt.rm import read_comparisons
+    from overopt.keys import read_comparisons
     from overopt.gold import build_gold
     from conftest import tiny_base
 

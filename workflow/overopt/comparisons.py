@@ -138,13 +138,13 @@ def label_pairs(pairs: str, gold_dir: str, out: str, label_noise: float, threads
 def merge_parts(parts: list[str], out: str) -> dict:
     """The labelled set from its parts (`label_pairs` with `rows`), the same file one job labelling
     every pair writes; refused unless the parts hold every pair once, of one pairs file."""
-    from .keys import labels_metadata
+    from .keys import labels_metadata, read_comparisons
 
     metas = [labels_metadata(f) for f in parts]
     if any(m != metas[0] for m in metas):
         raise ValueError(f"{parts[0]}: parts of different comparison sets: {metas[0]} and "
                          f"{next(m for m in metas if m != metas[0])}")
-    df = pd.concat([pd.read_parquet(f) for f in parts], ignore_index=True).sort_values("pair_id", ignore_index=True)
+    df = read_comparisons(parts)
     if not np.array_equal(df["pair_id"].to_numpy(), np.arange(metas[0]["train_pairs"] + metas[0]["val_pairs"])):
         raise ValueError(f"{parts[0]}: the parts {parts} do not hold every pair exactly once")
     return write_comparisons(df, metas[0], metas[0]["label_noise"], out)

@@ -118,7 +118,7 @@ def label_parts(config: dict, policy: str) -> list[list[tuple[int, int]]]:
 def label_part_count(config: dict, policy: str, data: int | None = None) -> int:
     """How many of `label_parts` a proxy of data size `data` reads (all of them without one)."""
     if data is None:
-        data = max(d for p, _, d in grid_cells(config) if p == policy)
+        return len(label_parts(config, policy))
     return -(-int(data) // config["comparisons"]["part_pairs"])
 
 

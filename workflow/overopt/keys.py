@@ -85,6 +85,20 @@ def labels_metadata(path: str | Path) -> dict:
     return _metadata(path, "part of a labelled set", "overopt comparisons --rows")
 
 
+def read_comparisons(files: list[str]):
+    """The labelled pairs a proxy learns from: one labelled set, or the parts of one up to its data
+    size (`config.label_parts`), in pair-id order; refused where training pairs are missing before
+    the last one given, which would hand a proxy other pairs than its data size names."""
+    import numpy as np
+    import pandas as pd
+
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values("pair_id", ignore_index=True)
+    train = df.loc[df["split"] == "train", "pair_id"].to_numpy()
+    if not np.array_equal(train, np.arange(len(train))):
+        raise ValueError(f"{files[0]}: the training pairs of {files} are not the first {len(train)} of their set")
+    return df
+
+
 def require_columns(df, cols, source) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:

@@ -17,7 +17,7 @@ from .hf import ADAPTER_BASE, add_lora, read_spec, trainable_parameters
 from .models import (PROMPT_REUSE_MIN, count_params, direct_gpt2, gpt2_rewards_with_prefix, last_token, load_causal,
                      load_reward, load_tokenizer, read_metrics, reward_forward)
 from .text import CharCodec, encode_texts, pad_ids, prompt_batches, split_at_prompts
-from .keys import proxy_keys
+from .keys import proxy_keys, read_comparisons
 from .optim import Adam, lambda_schedule
 from .util import Progress, atomic_dir, autocast, device, log, seed_everything, write_json
 
@@ -123,17 +123,6 @@ def train_subset(df: pd.DataFrame, n: int) -> pd.DataFrame:
     return train.iloc[:n]
 
 
-def read_comparisons(files: list[str]) -> pd.DataFrame:
-    """The labelled pairs a proxy learns from: one labelled set, or the parts of one up to its data
-    size (`config.label_parts`), in pair-id order; refused where training pairs are missing before
-    the last one given, which would hand a proxy other pairs than its data size names."""
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values("pair_id", ignore_index=True)
-    train = df.loc[df["split"] == "train", "pair_id"].to_numpy()
-    if not np.array_equal(train, np.arange(len(train))):
-        raise ValueError(f"{files[0]}: the training pairs of {files} are not the first {len(train)} of their set")
-    return df
-
-
 def chosen_rejected(df: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Full texts (prompt + completion) of the preferred and the other completion."""
     a = (df["prompt"] + df["completion_a"]).tolist()
@@ -191,7 +180,7 @@ def train_rm(
     the pairs do not ask for a cap. `loglik`: the base's table of pair log-likelihoods
     (`loglik.pairs_table`); without it they are computed here, to the same numbers. `policy`, `rm`:
     the names of its grid cell, recorded with the data size and seed as its keys (`keys.CELL`).
-    `comparisons`: the labelled set, or its parts up to `data_size` (`read_comparisons`)."""
+    `comparisons`: the labelled set, or its parts up to `data_size` (`keys.read_comparisons`)."""
     from .templates import render_frame, template_of
 
     seed_everything(seed, threads)
