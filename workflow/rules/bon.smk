@@ -1,6 +1,25 @@
 # Best-of-n: curves from the scores tables (pool.smk or shards.smk make them), fits, Figure 1.
 
 
+# The gold of a pool, standardised once its parts or shards are joined; both pool stages end here.
+rule merge_gold:
+    input:
+        gold_parts,
+    output:
+        f"{OUT}/pool/{{policy}}{{rep}}.gold.parquet",
+    log:
+        f"{OUT}/logs/score_gold/{{policy}}{{rep}}.merge.log",
+    threads: 1
+    priority: 3
+    resources:
+        mem_mb=mem(base=4000),
+        runtime=runtime(base=10),
+    conda:
+        CONDA_ENV
+    shell:
+        "overopt merge-shards --kind gold --shards {input} --out {output} > {log} 2>&1"
+
+
 rule bon_curve:
     input:
         f"{OUT}/scores/{{policy}}/{{rm}}/n{{data}}/s{{seed}}.parquet",

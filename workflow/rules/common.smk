@@ -105,6 +105,15 @@ def shard_files(prefix, suffix):
     return [f"{prefix}/shard{k}{suffix}" for k in range(N_SHARDS)]
 
 
+def gold_parts(w):
+    """The files whose raw gold scores make a pool's gold: its shards' (shards.smk), else its
+    `bon.gold_parts` parts (pool.smk)."""
+    stem = f"{OUT}/pool/{w.policy}{w.rep}"
+    if SHARD:
+        return shard_files(stem, ".gold.parquet")
+    return [f"{stem}.gold/part{k}.parquet" for k in range(CFG["bon"]["gold_parts"])]
+
+
 def shard_benchmarks(stem):
     """The benchmark files of a pool job: `stem`.tsv, or `stem`/shard{k}.tsv of every shard."""
     return [f"{stem}/shard{k}.tsv" for k in range(N_SHARDS)] if SHARD else [f"{stem}.tsv"]

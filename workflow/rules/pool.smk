@@ -1,6 +1,6 @@
 # The best-of-n pool of each policy (and replicate), sampled and scored in one job per pool and
 # model (`bon.shard_prompts` unset; shards.smk otherwise), but for the gold: `bon.gold_parts` jobs
-# of consecutive prompts and a merge.
+# of consecutive prompts, joined by merge_gold (bon.smk).
 
 
 rule pool:
@@ -63,24 +63,6 @@ rule score_gold_part:
     shell:
         "overopt score-gold --raw --pool {input.pool} --gold {input.gold} --out {output}"
         " --prompt-range {params.prompts} --threads {threads} > {log} 2>&1"
-
-
-rule merge_gold:
-    input:
-        lambda w: [f"{OUT}/pool/{w.policy}{w.rep}.gold/part{k}.parquet" for k in range(CFG["bon"]["gold_parts"])],
-    output:
-        f"{OUT}/pool/{{policy}}{{rep}}.gold.parquet",
-    log:
-        f"{OUT}/logs/score_gold/{{policy}}{{rep}}.merge.log",
-    threads: 1
-    priority: 3
-    resources:
-        mem_mb=mem(base=4000),
-        runtime=runtime(base=10),
-    conda:
-        CONDA_ENV
-    shell:
-        "overopt merge-shards --kind gold --shards {input} --out {output} > {log} 2>&1"
 
 
 rule loglik_pool:

@@ -138,24 +138,6 @@ rule merge_pool:
         "overopt merge-shards --kind pool --shards {input} --out {output} > {log} 2>&1"
 
 
-rule merge_gold:
-    input:
-        lambda w: shard_files(f"{OUT}/pool/{w.policy}{w.rep}", ".gold.parquet"),
-    output:
-        f"{OUT}/pool/{{policy}}{{rep}}.gold.parquet",
-    log:
-        f"{OUT}/logs/score_gold/{{policy}}{{rep}}.merge.log",
-    threads: 1
-    priority: 3
-    resources:
-        mem_mb=mem(base=4000),
-        runtime=runtime(base=10),
-    conda:
-        CONDA_ENV
-    shell:
-        "overopt merge-shards --kind gold --shards {input} --out {output} > {log} 2>&1"
-
-
 rule merge_scores:
     input:
         shards=lambda w: shard_files(f"{OUT}/scores/{w.policy}/{w.rm}/n{w.data}/s{w.seed}", ".parquet"),
